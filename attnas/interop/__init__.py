@@ -95,8 +95,10 @@ def load_renamed(
     missing = sorted(inverse.get(k, k) for k in ours if k not in mapped)
     if missing:
         raise InteropError(f"{kind}: missing key(s) in official state_dict: {missing}")
-    dtype = next(iter(state_dict.values())).dtype if state_dict else torch.float32
-    if dtype.is_floating_point:
+    # the dtype of the weights, not of whichever entry comes first (it may be an integer
+    # counter such as BatchNorm's num_batches_tracked)
+    dtype = next((v.dtype for v in state_dict.values() if v.is_floating_point()), None)
+    if dtype is not None:
         module.to(dtype)
     module.load_state_dict(mapped, strict=True)
     return module

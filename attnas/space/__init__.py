@@ -16,7 +16,15 @@ from attnas.space.capabilities import (
     known_op_types,
     op_type_capabilities,
 )
-from attnas.space.cell import SCHEMA_VERSION, CellSpec, OpNode, OpSpec, SpecError, chain, single_op_cell
+from attnas.space.cell import (
+    SCHEMA_VERSION,
+    CellSpec,
+    OpNode,
+    OpSpec,
+    SpecError,
+    chain,
+    single_op_cell,
+)
 from attnas.space.search_space import (
     OpTypeChoice,
     SearchSpace,

@@ -116,6 +116,13 @@ class CellSpec:
         k_ops = len(self.ops)
         if k_ops < 1:
             raise SpecError("cell has no ops: 'ops' needs at least one entry")
+        # Checked before the per-node loop: any other input of op 1 would otherwise be reported
+        # only as "not an earlier node", hiding the rule that was broken.
+        if self.ops[0].inputs != (0,):
+            raise SpecError(
+                "ops[0] (node 1) must read the cell input alone: inputs [0], got "
+                f"{list(self.ops[0].inputs)}"
+            )
         for k, node in enumerate(self.ops, start=1):
             if not node.inputs:
                 raise SpecError(f"ops[{k - 1}] (node {k}): 'inputs' must be a non-empty list")
@@ -131,9 +138,6 @@ class CellSpec:
                         f"ops[{k - 1}] (node {k}): input {i} is not an earlier node ({kind}); "
                         "an op may only read the cell input and earlier ops"
                     )
-        if self.ops[0].inputs != (0,):
-            raise SpecError(f"ops[0] (node 1) must read the cell input alone: inputs [0], got "
-                            f"{list(self.ops[0].inputs)}")
         if not self.outputs:
             raise SpecError("cell 'outputs' must list at least one op node")
         for o in self.outputs:

@@ -292,7 +292,9 @@ def _parse_space(data: Mapping[str, Any], source: str) -> SearchSpace:
             raise SpecError(f"{where}: {err.args[0]}") from None
         raw = raw if raw is not None else {}
         _check_keys(where, raw, _TYPE_KEYS)
-        dims = _names(f"{where}.dims", raw.get("dims", "all"), DIMS)
+        # "all" means every value the type supports (a type need not support every dim)
+        dims_universe = caps.dims if raw.get("dims", "all") == "all" else DIMS
+        dims = _names(f"{where}.dims", raw.get("dims", "all"), dims_universe)
         acts_universe = caps.activations if raw.get("activations", "all") == "all" else ACTIVATIONS
         acts = _names(f"{where}.activations", raw.get("activations", "all"), acts_universe)
         bad_d = [d for d in dims if d not in caps.dims]
