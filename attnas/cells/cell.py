@@ -53,7 +53,9 @@ class AttentionCell(nn.Module):
         super().__init__()
         shape = tuple(int(s) for s in shape)
         if shape[0] != channels:
-            raise ValueError(f"AttentionCell: shape {shape} has C={shape[0]} but channels={channels}")
+            raise ValueError(
+                f"AttentionCell: shape {shape} has C={shape[0]} but channels={channels}"
+            )
         self.spec = spec
         self.channels = channels
         self.op_channels = op_channels
@@ -69,7 +71,9 @@ class AttentionCell(nn.Module):
             needs_projection |= 0 in node.inputs and len(node.inputs) > 1
             op_shape = (c_in, t, h, w)
             self.ops.append(
-                build_op(node.op, c_in, op_channels, op_shape, **dict(op_params.get(node.op.type, {})))
+                build_op(
+                    node.op, c_in, op_channels, op_shape, **dict(op_params.get(node.op.type, {}))
+                )
             )
             n = len(node.inputs)
             if n > 1:

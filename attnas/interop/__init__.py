@@ -102,4 +102,3 @@ def load_renamed(
         module.to(dtype)
     module.load_state_dict(mapped, strict=True)
     return module
-

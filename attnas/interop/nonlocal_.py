@@ -17,12 +17,22 @@ from attnas.blocks.nonlocal_block import NonLocalBlock
 from attnas.interop import InteropError, load_renamed, register_loader
 
 KIND = "pytorchvideo.nonlocal"
-_CTOR_KEYS = {"fn", "dim_in", "dim_inner", "pool_size", "instantiation", "norm", "norm_eps",
-              "norm_momentum"}
+_CTOR_KEYS = {
+    "fn",
+    "dim_in",
+    "dim_inner",
+    "pool_size",
+    "instantiation",
+    "norm",
+    "norm_eps",
+    "norm_momentum",
+}
 
 
 @register_loader(KIND)
-def load_pytorchvideo_nonlocal(state_dict: Mapping[str, torch.Tensor], **ctor: Any) -> NonLocalBlock:
+def load_pytorchvideo_nonlocal(
+    state_dict: Mapping[str, torch.Tensor], **ctor: Any
+) -> NonLocalBlock:
     """Build a ``NonLocalBlock`` for ``create_nonlocal(**ctor)`` and load ``state_dict``."""
     unknown = sorted(set(ctor) - _CTOR_KEYS)
     if unknown:

@@ -74,9 +74,8 @@ class AttentionOp(nn.Module):
         The generic version runs the op once per activation; subclasses mix cheaper.
         ``value`` is an optional precomputed value projection (ops that have one).
         """
+        check_mix(weights, activations)
         if weights is None:
-            if len(activations) != 1:
-                raise ValueError("forward_mixed needs weights when given several activations")
             return self._forward_single(x, activations[0])
         return sum(w * self._forward_single(x, a) for w, a in zip(weights, activations))
 
@@ -85,6 +84,17 @@ class AttentionOp(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.spec}, c_in={self.c_in}, c_out={self.c_out}, shape={self.shape}"
+
+
+def check_mix(weights: torch.Tensor | None, activations: Sequence[str]) -> None:
+    """One activation without weights, or one weight per activation."""
+    if weights is None:
+        if len(activations) != 1:
+            raise ValueError("forward_mixed needs weights when given several activations")
+    elif len(weights) != len(activations):
+        raise ValueError(
+            f"forward_mixed got {len(weights)} weights for {len(activations)} activations"
+        )
 
 
 def to_2d(x: torch.Tensor, dim: str) -> torch.Tensor:
@@ -156,8 +166,7 @@ class MatrixAttention(AttentionOp):
         value: torch.Tensor | None = None,
     ) -> torch.Tensor:
         self.check_input(x)
-        if weights is None and len(activations) != 1:
-            raise ValueError("forward_mixed needs weights when given several activations")
+        check_mix(weights, activations)
         if value is None:
             value = self.g3(x)  # (B, C_out, T, H, W)
         v2 = to_2d(value, self.spec.dim)  # (B', N, D_out)

@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from attnas.blocks.bat import BATransform
-from attnas.ops.base import AttentionOp
+from attnas.ops.base import AttentionOp, check_mix
 from attnas.ops.flops import bat_transform_macs
 from attnas.ops.registry import register_op
 from attnas.space import DIMS, OpSpec
@@ -158,8 +158,7 @@ class BATAttention(AttentionOp):
     ) -> torch.Tensor:
         """``Σ_a weights[a] · op_a(x)``, sharing ``proj_in`` across the activations."""
         self.check_input(x)
-        if weights is None and len(activations) != 1:
-            raise ValueError("forward_mixed needs weights when given several activations")
+        check_mix(weights, activations)
         u = self.proj_in(x)  # (B, C', T, H, W)
         if weights is None:
             return self._transform(u, activations[0])

@@ -92,7 +92,9 @@ def build_op(
         try:
             op = OpSpec(*op)
         except TypeError:
-            raise SpecError(f"build_op: expected OpSpec or (type, dim, activation), got {op!r}")
+            raise SpecError(
+                f"build_op: expected OpSpec or (type, dim, activation), got {op!r}"
+            ) from None
     shape = tuple(int(s) for s in shape)
     if len(shape) != 4:
         raise ValueError(f"build_op: shape must be (C, T, H, W), got {shape}")

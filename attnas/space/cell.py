@@ -100,9 +100,7 @@ class CellSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ops", tuple(self.ops))
-        object.__setattr__(
-            self, "outputs", tuple(sorted({int(o) for o in self.outputs}))
-        )
+        object.__setattr__(self, "outputs", tuple(sorted({int(o) for o in self.outputs})))
         normalised = []
         for node in self.ops:
             if not isinstance(node, OpNode):
@@ -209,11 +207,15 @@ class CellSpec:
             order = [k for grp in perm for k in grp]
             new = {0: 0, **{old: i for i, old in enumerate(order, start=1)}}
             parts = [
-                f"{self.ops[old - 1].op}<-" + ",".join(str(x) for x in
-                                                       sorted(new[i] for i in self.ops[old - 1].inputs))
+                f"{self.ops[old - 1].op}<-"
+                + ",".join(str(x) for x in sorted(new[i] for i in self.ops[old - 1].inputs))
                 for old in order
             ]
-            text = ";".join(parts) + "|out=" + ",".join(str(x) for x in sorted(new[o] for o in self.outputs))
+            text = (
+                ";".join(parts)
+                + "|out="
+                + ",".join(str(x) for x in sorted(new[o] for o in self.outputs))
+            )
             if best is None or text < best:
                 best = text
         assert best is not None
@@ -278,7 +280,9 @@ class CellSpec:
         except (TypeError, ValueError):
             raise SpecError(f"{source}: 'outputs' must be a list of integers") from None
         try:
-            return cls(tuple(nodes), outputs, name=data.get("name"), meta=dict(data.get("meta") or {}))
+            return cls(
+                tuple(nodes), outputs, name=data.get("name"), meta=dict(data.get("meta") or {})
+            )
         except SpecError as err:
             raise SpecError(f"{source}: {err}") from None
 

@@ -101,10 +101,7 @@ class SearchSpace:
     def op_choices(self) -> list[OpSpec]:
         """Every op the space allows, in a fixed order (type, dim, activation as declared)."""
         return [
-            OpSpec(t, d, a)
-            for t, c in self.op_types.items()
-            for d in c.dims
-            for a in c.activations
+            OpSpec(t, d, a) for t, c in self.op_types.items() for d in c.dims for a in c.activations
         ]
 
     def input_choices(self, k: int) -> list[tuple[int, ...]]:
@@ -115,11 +112,7 @@ class SearchSpace:
             return [(0,)]
         if self.connectivity == "single_input":
             return [(i,) for i in range(k)]
-        return [
-            combo
-            for r in range(1, k + 1)
-            for combo in itertools.combinations(range(k), r)
-        ]
+        return [combo for r in range(1, k + 1) for combo in itertools.combinations(range(k), r)]
 
     def activations_for(self, op_type: str) -> tuple[str, ...]:
         return self.op_types[op_type].activations
@@ -164,7 +157,9 @@ class SearchSpace:
         self.check(cell)
         ops = self.op_choices()
         vec = [ops.index(n.op) for n in cell.ops]
-        vec += [self.input_choices(k).index(cell.ops[k - 1].inputs) for k in range(2, cell.num_ops + 1)]
+        vec += [
+            self.input_choices(k).index(cell.ops[k - 1].inputs) for k in range(2, cell.num_ops + 1)
+        ]
         return vec
 
     def check(self, cell: CellSpec) -> None:
@@ -212,8 +207,11 @@ class SearchSpace:
             "description": self.description,
             "num_ops": self.num_ops,
             "op_types": {
-                t: {"dims": list(c.dims), "activations": list(c.activations),
-                    **({"params": dict(c.params)} if c.params else {})}
+                t: {
+                    "dims": list(c.dims),
+                    "activations": list(c.activations),
+                    **({"params": dict(c.params)} if c.params else {}),
+                }
                 for t, c in self.op_types.items()
             },
             "connectivity": self.connectivity,
@@ -236,8 +234,15 @@ class SearchSpace:
 
 # ---------------------------------------------------------------------- parsing
 _SPACE_KEYS = {
-    "schema_version", "name", "description", "num_ops", "op_types", "connectivity",
-    "op_channel_ratio", "supergraph", "derivation",
+    "schema_version",
+    "name",
+    "description",
+    "num_ops",
+    "op_types",
+    "connectivity",
+    "op_channel_ratio",
+    "supergraph",
+    "derivation",
 }
 _TYPE_KEYS = {"dims", "activations", "params"}
 _SUPERGRAPH_KEYS = {"levels", "nodes"}
