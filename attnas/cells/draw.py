@@ -7,8 +7,9 @@ outputs feed the output node, and a dashed arc from f0 to the output node marks 
 Op boxes are coloured by type and read ``k: type / dim / activation``.
 
 Design choices where the spec is silent: the drawing is pure matplotlib (no graphviz, which is
-not a Python dependency), uses the Agg backend when it creates a figure before pyplot was imported (scripts), and returns the
-``Figure`` so notebooks show it inline and scripts can save it.
+not a Python dependency), uses the Agg backend when it creates a figure before pyplot was
+imported (scripts), and returns the ``Figure`` so notebooks show it inline and scripts can save
+it.
 """
 
 from __future__ import annotations

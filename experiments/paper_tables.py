@@ -1,0 +1,379 @@
+"""Reproduce the *shape* of AttentionNAS's tables on CPU-sized tasks, with spread over seeds.
+
+Main table, per task (the embedded ``moving_digits`` task, and ``weizmann4`` when its folder
+is present), on ``i3d_tiny`` with cells at its 5 default insertion points:
+
+====================  ========================================================================
+row                   what is trained and evaluated
+====================  ========================================================================
+backbone              the backbone alone (``cell="none"``)
+non-local             a non-local block (C_op = C/2) at every position
+GPB cell              the best cell of a GP-bandit search (``attnas.controller.GPBandit``)
+                      whose trials are short proxy trainings run through
+                      ``attnas.dispatch.run_search`` (trial store + local worker processes)
+differentiable (PA)   the cell derived from a position-agnostic supergraph search
+differentiable (PS)   the cells derived from a position-specific search (one per position)
+====================  ========================================================================
+
+Every row is retrained from scratch with ``--seeds`` seeds under the same budget and reported
+as mean ± sample std of validation top-1 (and top-5), with parameters, FLOPs per clip and, for
+searched rows, the search's measured cost (wall and CPU seconds, CPU including worker
+processes). The cell-transfer table inserts the cells found on ``i3d_tiny`` (GPB and
+position-agnostic differentiable; position-specific cells are tied to I3D's position names)
+into other backbones (``r3d_tiny``; also ``s3d_tiny`` in the full setting) next to those
+backbones' own baseline and non-local rows.
+
+Usage (from the repository root)::
+
+    .venv/bin/python -m experiments.paper_tables --quick          # ~ a few minutes on 2 cores
+    .venv/bin/python -m experiments.paper_tables                  # full: hours on a GPU,
+                                                                  # an overnight run on a CPU
+    .venv/bin/python -m experiments.paper_tables --seeds 3 --tasks moving_digits weizmann4
+
+Outputs: ``experiments/results/paper_tables_<preset>.json`` (every per-seed result, the specs,
+the cells, the machine) and ``.md`` (the tables), the discovered cells as
+``experiments/results/cells/<task>_<method>.yaml``, and search run directories under
+``--work-dir`` (default ``runs/paper_tables_<preset>``, not committed).
+
+Design choices where the paper and DESIGN.md are silent: GPB searches on a proxy (fewer clips
+and epochs than the final training, as the paper's GPB trials are shorter than the final runs);
+the differentiable searches train the supergraph for the final training's epochs on the full
+training split (the paper's "search ≈ one training run"); searches run once (search seed 0) and
+only the retraining is repeated over seeds, as in the paper's tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: make ``experiments`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from attnas.space import CellSpec, SearchSpace, load_space
+from attnas.train import TrialResult, TrialSpec, run_trial
+from experiments.tasks import (
+    RESULTS_DIR,
+    machine,
+    mean_std,
+    measured,
+    task_spec,
+    weizmann4_available,
+    with_seed,
+)
+
+log = logging.getLogger("experiments.paper_tables")
+
+BASE_BACKBONE = "i3d_tiny"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Sizes of one run of the experiment.
+
+    Attributes:
+        name: preset name (the output files' suffix).
+        tasks: tasks to run (weizmann4 is skipped when absent).
+        seeds: training seeds of every evaluated row.
+        train_clips: training clips of the final trainings (moving_digits).
+        val_clips: validation clips (moving_digits).
+        epochs: epochs of the final trainings and of the differentiable searches.
+        batch_size: clips per step.
+        gpb_budget: GPB trials.
+        gpb_n_init: random trials before the GP is used.
+        proxy_train_clips: training clips of a GPB trial.
+        proxy_epochs: epochs of a GPB trial.
+        workers: concurrent GPB trials (local worker processes).
+        transfer_backbones: backbones the i3d_tiny cells are transferred to.
+        space: search space name or file.
+    """
+
+    name: str
+    tasks: tuple[str, ...] = ("moving_digits", "weizmann4")
+    seeds: int = 5
+    train_clips: int = 1024
+    val_clips: int = 256
+    epochs: int = 12
+    batch_size: int = 16
+    gpb_budget: int = 40
+    gpb_n_init: int = 8
+    proxy_train_clips: int = 512
+    proxy_epochs: int = 4
+    workers: int = 1
+    transfer_backbones: tuple[str, ...] = ("r3d_tiny", "s3d_tiny")
+    space: str = "attention_nas"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    # Minutes on a loaded 2-core CPU: numbers are near chance; the point is the tables' shape.
+    "quick": Preset(
+        name="quick",
+        tasks=("moving_digits",),
+        seeds=2,
+        train_clips=96,
+        val_clips=64,
+        epochs=2,
+        gpb_budget=5,
+        gpb_n_init=3,
+        proxy_train_clips=64,
+        proxy_epochs=1,
+        transfer_backbones=("r3d_tiny",),
+    ),
+    # Hours on one GPU (set --workers to the GPU count), an overnight run on a many-core CPU.
+    "full": Preset(name="full"),
+}
+
+
+def _row(
+    task: str, backbone: str, method: str, results: list[TrialResult], **extra: Any
+) -> dict[str, Any]:
+    ok = [r for r in results if r.ok]
+    first = ok[0] if ok else (results[0] if results else None)
+    return {
+        "task": task,
+        "backbone": backbone,
+        "method": method,
+        "top1": mean_std([r.top1 for r in ok]),
+        "top5": mean_std([r.top5 for r in ok]),
+        "per_seed_top1": [r.top1 for r in results],
+        "failed": [r.error.splitlines()[0] for r in results if not r.ok and r.error],
+        "num_parameters": None if first is None else first.num_parameters,
+        "flops": None if first is None else first.flops,
+        "train_wall_s": mean_std([r.wall_time_s for r in results]),
+        **extra,
+    }
+
+
+def evaluate(
+    spec: TrialSpec, seeds: int, module_factory: Any = None, label: str = ""
+) -> list[TrialResult]:
+    """Train and evaluate ``spec`` once per seed (0..seeds-1)."""
+    out = []
+    for seed in range(seeds):
+        result = run_trial(with_seed(spec, seed), module_factory=module_factory)
+        log.info("%s seed %d: top1=%s (%.1fs)", label, seed, result.top1, result.wall_time_s)
+        out.append(result)
+    return out
+
+
+def gpb_search(
+    space: SearchSpace, proxy: TrialSpec, preset: Preset, run_dir: Path
+) -> tuple[CellSpec, dict[str, Any]]:
+    """A GP-bandit search over ``space`` whose trials train ``proxy`` with each cell.
+
+    Returns:
+        The best cell and a summary (trials, best proxy top-1, cost).
+    """
+    from attnas.controller import GPBandit
+    from attnas.dispatch import TRAIN_TRIAL_FN, TrialStore, build_dispatcher, run_search
+
+    searcher = GPBandit(space, seed=0, n_init=preset.gpb_n_init)
+    config = proxy.to_dict()
+    config.pop("name", None)
+    with measured() as cost, TrialStore.open(run_dir) as store:
+        with build_dispatcher("local", trial_fn=TRAIN_TRIAL_FN, num_workers=preset.workers) as d:
+            summary = run_search(searcher, store, d, preset.gpb_budget, trial_config=config,
+                                 master_seed=0, poll_interval_s=0.2)  # fmt: skip
+        trials = [
+            {"trial_id": r.trial_id, "cell_hash": r.cell_hash, "state": r.state,
+             "top1": r.objective("top1")}
+            for r in store.trials()
+        ]  # fmt: skip
+    if summary.best is None:
+        raise RuntimeError(f"GPB search in {run_dir} completed no trial: {trials}")
+    best = summary.best.spec()
+    proxy_top1 = summary.best.objective("top1")
+    best = CellSpec(best.ops, best.outputs, name="gpb_best",
+                    meta={"search": "gpb", "proxy_top1": proxy_top1})  # fmt: skip
+    info = {"trials": trials, "best_proxy_top1": summary.best.objective("top1"),
+            "completed": summary.completed, "failed": summary.failed, **cost}  # fmt: skip
+    return best, info
+
+
+def differentiable_search(
+    space: SearchSpace, spec: TrialSpec, position_specific: bool, run_dir: Path
+) -> tuple[dict[str, CellSpec], dict[str, Any]]:
+    """A joint differentiable search; the derived cell per position and a summary."""
+    from attnas.supergraph.search import DifferentiableSearchConfig, run_differentiable_search
+
+    config = DifferentiableSearchConfig(mode="joint", position_specific=position_specific)
+    with measured() as cost:
+        result = run_differentiable_search(space, spec, config, run_dir)
+    info = {"search_top1": result.search.top1, "cell_files": [str(p) for p in result.cell_files],
+            **cost}  # fmt: skip
+    return result.cells, info
+
+
+def _cell_summary(cells: dict[str, CellSpec]) -> dict[str, Any]:
+    return {pos: {"hash": c.hash(), "describe": c.describe(), "cell": c.to_dict()}
+            for pos, c in cells.items()}  # fmt: skip
+
+
+def run_task(
+    task: str, preset: Preset, space: SearchSpace, work_dir: Path, cells_dir: Path
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The main-table rows and the transfer-table rows of one task."""
+    from attnas.supergraph.search import derived_cell_factory
+
+    cache = work_dir / "cache" if task == "weizmann4" else None
+    spec = task_spec(task, backbone=BASE_BACKBONE, train_clips=preset.train_clips,
+                     val_clips=preset.val_clips, epochs=preset.epochs,
+                     batch_size=preset.batch_size, cache_dir=cache)  # fmt: skip
+    spec = spec.replace(op_channel_ratio=space.op_channel_ratio)
+    proxy = task_spec(task, backbone=BASE_BACKBONE, train_clips=preset.proxy_train_clips,
+                      val_clips=preset.val_clips, epochs=preset.proxy_epochs,
+                      batch_size=preset.batch_size, cache_dir=cache)  # fmt: skip
+    proxy = proxy.replace(op_channel_ratio=space.op_channel_ratio)
+    rows: list[dict[str, Any]] = []
+    for method, cell in (("backbone", "none"), ("non-local", "nonlocal")):
+        results = evaluate(spec.replace(cell=cell), preset.seeds, label=f"{task}/{method}")
+        rows.append(_row(task, BASE_BACKBONE, method, results))
+
+    log.info("%s: GPB search (%d trials)", task, preset.gpb_budget)
+    gpb_cell, gpb_info = gpb_search(space, proxy, preset, work_dir / task / "gpb")
+    gpb_cell.save(cells_dir / f"{task}_gpb.yaml")
+    results = evaluate(spec.replace(cell=gpb_cell.to_dict()), preset.seeds, label=f"{task}/gpb")
+    rows.append(_row(task, BASE_BACKBONE, "GPB cell", results, search=gpb_info,
+                     cells=_cell_summary({"all": gpb_cell})))  # fmt: skip
+
+    found: dict[str, dict[str, CellSpec]] = {}
+    for ps, method in ((False, "differentiable (PA)"), (True, "differentiable (PS)")):
+        tag = "diff_ps" if ps else "diff_pa"
+        log.info("%s: %s search", task, method)
+        cells, info = differentiable_search(space, spec, ps, work_dir / task / tag)
+        found[tag] = cells
+        if ps:
+            for pos, c in cells.items():
+                c.save(cells_dir / f"{task}_{tag}_{pos}.yaml")
+        else:
+            next(iter(cells.values())).save(cells_dir / f"{task}_{tag}.yaml")
+        factory = derived_cell_factory(cells, space.op_channel_ratio)
+        results = evaluate(spec.replace(positions=tuple(cells)), preset.seeds, factory,
+                           label=f"{task}/{tag}")  # fmt: skip
+        rows.append(_row(task, BASE_BACKBONE, method, results, search=info,
+                         cells=_cell_summary(cells)))  # fmt: skip
+
+    transfer: list[dict[str, Any]] = []
+    pa_cell = next(iter(found["diff_pa"].values()))
+    for target in preset.transfer_backbones:
+        tspec = spec.replace(backbone=target)
+        for method, cell in (
+            ("backbone", "none"),
+            ("non-local", "nonlocal"),
+            (f"GPB cell from {BASE_BACKBONE}", gpb_cell.to_dict()),
+            (f"differentiable (PA) cell from {BASE_BACKBONE}", pa_cell.to_dict()),
+        ):
+            results = evaluate(tspec.replace(cell=cell), preset.seeds, label=f"{target}/{method}")
+            transfer.append(_row(task, target, method, results))
+    return rows, transfer
+
+
+def _fmt(stat: dict[str, Any], scale: float = 100.0) -> str:
+    if not stat.get("n"):
+        return "failed"
+    return f"{stat['mean'] * scale:.1f} ± {stat['std'] * scale:.1f} (n={stat['n']})"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The tables of a report as markdown."""
+    head = ("| task | backbone | method | top-1 % (mean ± std) | top-5 % | params | MFLOPs/clip "
+            "| search CPU-s |\n|---|---|---|---|---|---|---|---|\n")  # fmt: skip
+
+    def line(r: dict[str, Any]) -> str:
+        search = r.get("search", {}).get("cpu_s")
+        flops = "-" if r["flops"] is None else f"{r['flops'] / 1e6:.1f}"
+        return (f"| {r['task']} | {r['backbone']} | {r['method']} | {_fmt(r['top1'])} | "
+                f"{_fmt(r['top5'])} | {r['num_parameters'] or 0:,} | {flops} | "
+                f"{'-' if search is None else f'{search:.0f}'} |\n")  # fmt: skip
+
+    s = report["settings"]
+    out = [
+        f"# AttentionNAS tables, CPU-sized ({report['preset']})\n\n",
+        f"Seeds per row: {s['seeds']}; final training: {s['epochs']} epochs; GPB: "
+        f"{s['gpb_budget']} proxy trials of {s['proxy_epochs']} epoch(s). Measured on "
+        f"{report['machine']['cpu_count']} CPU cores (torch threads "
+        f"{report['machine']['torch_threads']}), total {report['total_wall_s']:.0f} s.\n\n",
+        "## Main table\n\n",
+        head,
+        *(line(r) for r in report["rows"]),
+        "\n## Cell transfer (cells found on i3d_tiny)\n\n",
+        head,
+        *(line(r) for r in report["transfer"]),
+        "\n## Discovered cells\n\n",
+    ]
+    for r in report["rows"]:
+        for pos, c in (r.get("cells") or {}).items():
+            where = "" if pos == "all" else f" at {pos}"
+            body = c["describe"].replace("\n", "\n    ")
+            out.append(
+                f"- **{r['task']} / {r['method']}{where}** (`{c['hash']}`):\n\n    {body}\n\n"
+            )
+    return "".join(out)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Command line entry point; returns the report it wrote."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny settings (a few minutes)")
+    parser.add_argument("--seeds", type=int, help="training seeds per row")
+    parser.add_argument("--epochs", type=int, help="epochs of final trainings and searches")
+    parser.add_argument("--gpb-budget", type=int, help="GPB trials")
+    parser.add_argument("--workers", type=int, help="concurrent GPB trials")
+    parser.add_argument("--tasks", nargs="+", choices=["moving_digits", "weizmann4"])
+    parser.add_argument("--transfer", nargs="*", help="backbones the cells are transferred to")
+    parser.add_argument("--space", help="search space name or file")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
+    parser.add_argument("--work-dir", type=Path, help="search run directories")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    preset = PRESETS["quick" if args.quick else "full"]
+    changes = {k: v for k, v in {
+        "seeds": args.seeds, "epochs": args.epochs, "gpb_budget": args.gpb_budget,
+        "workers": args.workers, "space": args.space,
+        "tasks": tuple(args.tasks) if args.tasks else None,
+        "transfer_backbones": tuple(args.transfer) if args.transfer is not None else None,
+    }.items() if v is not None}  # fmt: skip
+    preset = replace(preset, **changes)
+    tasks = [t for t in preset.tasks if t != "weizmann4" or weizmann4_available()]
+    skipped = sorted(set(preset.tasks) - set(tasks))
+    if skipped:
+        log.warning("skipping %s: dataset folder not found", skipped)
+    work_dir = args.work_dir or Path("runs") / f"paper_tables_{preset.name}"
+    cells_dir = args.out / "cells"
+    space = load_space(preset.space)
+
+    rows: list[dict[str, Any]] = []
+    transfer: list[dict[str, Any]] = []
+    with measured() as total:
+        for task in tasks:
+            task_rows, task_transfer = run_task(task, preset, space, work_dir, cells_dir)
+            rows += task_rows
+            transfer += task_transfer
+    report = {
+        "preset": preset.name,
+        "settings": asdict(preset),
+        "tasks": tasks,
+        "skipped_tasks": skipped,
+        "space": preset.space,
+        "machine": machine(),
+        "rows": rows,
+        "transfer": transfer,
+        "total_wall_s": total["wall_s"],
+        "total_cpu_s": total["cpu_s"],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"paper_tables_{preset.name}.json").write_text(json.dumps(report, indent=1))
+    (args.out / f"paper_tables_{preset.name}.md").write_text(markdown(report))
+    print(markdown(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
