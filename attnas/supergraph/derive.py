@@ -125,7 +125,10 @@ def cell_from_supergraph(supergraph: Any, spec: CellSpec) -> Any:
     names = {aw.node_name(lv, j): (lv, j) for lv in range(1, aw.levels + 1)
              for j in range(aw.num_nodes)}
     node_of_op = {entry["op"]: names[name] for name, entry in chosen.items()}
-    cell = AttentionCell(spec, supergraph.channels, supergraph.op_channels, supergraph.shape)
+    cell = AttentionCell(
+        spec, supergraph.channels, supergraph.op_channels, supergraph.shape,
+        op_params=getattr(supergraph, "op_params", None),
+    )
     ref = next(supergraph.parameters())
     cell.to(device=ref.device, dtype=ref.dtype)
     with torch.no_grad():

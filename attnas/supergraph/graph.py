@@ -82,7 +82,9 @@ class SuperGraph(nn.Module):
             raise ValueError("SuperGraph: arch_weights were made for another supergraph shape")
         # Stored outside _modules: the weights belong to the search, not to this network.
         object.__setattr__(self, "arch_weights", arch_weights)
-        op_params = op_params or {}
+        op_params = {ty: dict(params) for ty, params in (op_params or {}).items()}
+        # kept so that a derived cell is built with the same op options (cell_from_supergraph)
+        self.op_params = op_params
         _, t, h, w = shape
         self.nodes = nn.ModuleList()
         for level in range(levels):

@@ -15,7 +15,6 @@ import torch
 from attnas.space import CellSpec
 from attnas.supergraph.weights import ArchitectureWeights
 
-
 _SHORT = {"spatial": "S", "temporal": "T", "spatiotemporal": "ST"}
 
 
@@ -76,7 +75,7 @@ def plot_weights(
                     fontsize=6, color="white" if float(sink[lv, j]) / vmax < 0.6 else "black",
                     zorder=3)
             acts = weights.activations[j]
-            for a, name_a in enumerate(acts):
+            for a in range(len(acts)):
                 h = 0.5 * float(act[lv, j, a])
                 ax.add_patch(plt.Rectangle((x + 0.75 + 0.12 * a, y - 0.25), 0.1, h,
                                            color=cmap(0.15 + 0.2 * a), zorder=2))

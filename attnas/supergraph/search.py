@@ -90,7 +90,9 @@ class DifferentiableSearchConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"differentiable search mode must be one of {MODES}, got {self.mode!r}")
+            raise ValueError(
+                f"differentiable search mode must be one of {MODES}, got {self.mode!r}"
+            )
         if not 0 < self.heldout_fraction < 1:
             raise ValueError("heldout_fraction must be in (0, 1)")
         if self.temperature <= 0:
@@ -183,6 +185,11 @@ class ArchitectureStep(TrainerHook):
         self.steps = 0
         self._heldout_iter: Iterator[Any] | None = None
         self._heldout_epoch = 0
+        # Batches of the current held-out pass already used: with the per-pass seed below this
+        # lets a resumed search continue the held-out stream exactly where it stopped.
+        self._heldout_pos = 0
+        generator = getattr(heldout, "generator", None)
+        self._heldout_seed = None if generator is None else generator.initial_seed()
 
     def on_train_step(self, trainer: Any, batch: Any, step: int) -> None:
         if trainer.epoch < self.config.warmup_epochs:
@@ -212,19 +219,36 @@ class ArchitectureStep(TrainerHook):
             raise RuntimeError("bilevel search needs a held-out loader")
         while True:
             if self._heldout_iter is None:
-                sampler = getattr(self.heldout, "sampler", None)
-                if hasattr(sampler, "set_epoch"):
-                    sampler.set_epoch(self._heldout_epoch)
-                self._heldout_iter = iter(self.heldout)
+                self._heldout_iter = self._start_heldout_pass()
             try:
                 batch = next(self._heldout_iter)
             except StopIteration:
                 self._heldout_iter = None
                 self._heldout_epoch += 1
+                self._heldout_pos = 0
                 continue
+            self._heldout_pos += 1
             x, y = batch[0], batch[1]
             if y.numel() > 0:
                 return x, y
+
+    def _start_heldout_pass(self) -> Iterator[Any]:
+        """An iterator over the held-out loader, its order seeded by the pass number and
+        advanced past the batches this pass already used (non-zero after a resume)."""
+        from attnas.train import derive_seed
+
+        assert self.heldout is not None
+        sampler = getattr(self.heldout, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self._heldout_epoch)
+        if self._heldout_seed is not None:
+            self.heldout.generator.manual_seed(  # type: ignore[union-attr]
+                derive_seed(self._heldout_seed, "heldout", self._heldout_epoch)
+            )
+        it = iter(self.heldout)
+        for _ in range(self._heldout_pos):
+            next(it)
+        return it
 
     def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, Any]) -> None:
         record: dict[str, Any] = {"epoch": epoch + 1, "arch_steps": self.steps, "positions": {}}
@@ -249,12 +273,13 @@ class ArchitectureStep(TrainerHook):
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "steps": self.steps,
-                "heldout_epoch": self._heldout_epoch}
+                "heldout_epoch": self._heldout_epoch, "heldout_pos": self._heldout_pos}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.steps = int(state["steps"])
         self._heldout_epoch = int(state.get("heldout_epoch", 0))
+        self._heldout_pos = int(state.get("heldout_pos", 0))
         self._heldout_iter = None
 
 
@@ -280,7 +305,7 @@ def _split_train(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, D
     n = len(train)  # type: ignore[arg-type]
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=g).tolist()
-    n_held = max(1, int(round(n * fraction)))
+    n_held = max(1, round(n * fraction))
     return Subset(train, sorted(perm[n_held:])), Subset(train, sorted(perm[:n_held]))
 
 
@@ -393,8 +418,10 @@ def run_differentiable_search(
     cells, files = export_cells(factory.weights, alpha, beta, run_dir / "cells", positions)
     out = DifferentiableSearchResult(cells, files, result, run_dir=run_dir)
     if config.retrain:
-        out.retrained = retrain_comparison(spec, cells, config.baselines, run_dir / "retrain",
-                                           space.op_channel_ratio, num_classes, input_shape)
+        out.retrained = retrain_comparison(
+            spec, cells, config.baselines, run_dir / "retrain", space.op_channel_ratio,
+            num_classes, input_shape, op_params={t: space.op_params(t) for t in space.op_types},
+        )
     return out
 
 
@@ -407,13 +434,21 @@ def _positions(spec: TrialSpec, input_shape: tuple[int, ...]) -> list[str]:
     return list(model.default_positions)
 
 
-def derived_cell_factory(cells: Mapping[str, CellSpec], op_channel_ratio: float):
-    """``factory(name, shape)`` that inserts the cell derived for each position."""
+def derived_cell_factory(
+    cells: Mapping[str, CellSpec],
+    op_channel_ratio: float,
+    op_params: Mapping[str, Mapping[str, Any]] | None = None,
+):
+    """``factory(name, shape)`` that inserts the cell derived for each position.
+
+    ``op_params`` are the space's per-type op options, the ones the supergraph's nodes were
+    built with (so the retrained cell has the ops that were searched).
+    """
     from attnas.cells import AttentionCell
 
     def factory(name: str, shape: tuple[int, int, int, int]) -> nn.Module:
         c_op = max(1, round(shape[0] * op_channel_ratio))
-        return AttentionCell(cells[name], shape[0], c_op, shape)
+        return AttentionCell(cells[name], shape[0], c_op, shape, op_params=op_params)
 
     return factory
 
@@ -426,15 +461,21 @@ def retrain_comparison(
     op_channel_ratio: float,
     num_classes: int,
     input_shape: tuple[int, ...],
+    op_params: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, TrialResult]:
-    """Retrain from scratch, under ``spec``'s budget: the derived cells and each baseline."""
+    """Retrain from scratch, under ``spec``'s budget: the derived cells and each baseline.
+
+    ``op_params``: the space's per-type op options for the derived cells' ops.
+    """
     results: dict[str, TrialResult] = {}
     base = spec.replace(resume=False, num_classes=num_classes, input_shape=tuple(input_shape),
                         positions=tuple(cells))
     for name in itertools.chain(["derived"], baselines):
         run = base.replace(run_dir=str(out_dir / name), name=name,
                            cell=name if name != "derived" else "none")
-        factory = derived_cell_factory(cells, op_channel_ratio) if name == "derived" else None
+        factory = (
+            derived_cell_factory(cells, op_channel_ratio, op_params) if name == "derived" else None
+        )
         logger.info("retraining %s", name)
         results[name] = run_trial(run, module_factory=factory)
     return results

@@ -1,0 +1,237 @@
+"""``run_differentiable_search`` end to end on the embedded task (i3d_tiny, moving digits 32×32,
+T = 8): exported cells per mode, telemetry, joint / bilevel / warm-up updates of the connection
+weights, and kill-and-resume (slow).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnas.space import CellSpec, load_space
+from attnas.supergraph import ArchitectureWeights, derive_cell
+from attnas.supergraph import search as search_mod
+from attnas.supergraph.search import (
+    ArchitectureStep,
+    DifferentiableSearchConfig,
+    run_differentiable_search,
+)
+from attnas.train import TrainConfig, TrialSpec
+
+SPACE = load_space("attention_nas")
+POSITIONS = ["Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f"]
+
+
+def _spec(train_clips=64, val_clips=32, **train):
+    cfg = dict(epochs=1, batch_size=16, optimizer="adamw", lr=2e-3, progress=False, device="cpu")
+    cfg.update(train)
+    return TrialSpec(
+        backbone="i3d_tiny",
+        dataset="moving_digits",
+        dataset_kwargs={"num_frames": 8, "size": 32},
+        train_kwargs={"num_clips": train_clips},
+        val_kwargs={"num_clips": val_clips},
+        train=TrainConfig(**cfg),
+        tracker="none",
+    )
+
+
+def _telemetry(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "telemetry.jsonl").read_text().splitlines()]
+
+
+def _arch_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(run_dir / "search" / "checkpoints" / "last.pt", weights_only=True)
+    return {k: v for k, v in state["model"].items() if k.startswith("architecture.")}
+
+
+@pytest.fixture(scope="module")
+def searches(tmp_path_factory):
+    out = {}
+    for name, specific in (("agnostic", False), ("specific", True)):
+        run_dir = tmp_path_factory.mktemp(name)
+        config = DifferentiableSearchConfig(position_specific=specific)
+        out[name] = (run_differentiable_search(SPACE, _spec(), config, run_dir), run_dir)
+    return out
+
+
+def test_position_agnostic_gives_one_shared_cell(searches):
+    result, run_dir = searches["agnostic"]
+    cells_dir = run_dir / "cells"
+    assert sorted(p.name for p in cells_dir.iterdir()) == [
+        "cell.png",
+        "cell.weights.json",
+        "cell.yaml",
+    ]
+    assert result.cell_files == [cells_dir / "cell.yaml"]
+    cell = CellSpec.load(cells_dir / "cell.yaml")
+    assert list(result.cells) == POSITIONS
+    assert all(c == cell for c in result.cells.values())
+    assert cell.meta["derivation"]["alpha"] == SPACE.alpha == 3
+    assert cell.meta["derivation"]["beta"] == SPACE.beta == 1
+    assert len(cell.outputs) == 3
+    assert (cells_dir / "cell.png").stat().st_size > 10_000
+    # the JSON weights re-derive the same cell (what attnas-derive does)
+    weights = ArchitectureWeights.from_dict(
+        json.loads((cells_dir / "cell.weights.json").read_text())
+    )
+    assert derive_cell(weights, 3, 1).canonical() == cell.canonical()
+    # ... and are the checkpoint's connection weights
+    state = _arch_state(run_dir)
+    assert sorted(state) == [
+        "architecture.all.w_act",
+        "architecture.all.w_level",
+        "architecture.all.w_sink",
+    ]
+    assert torch.equal(state["architecture.all.w_sink"], weights.w_sink.detach())
+    # joint mode: the connection weights moved away from their zero initialisation
+    assert state["architecture.all.w_sink"].abs().max() > 0
+    assert state["architecture.all.w_level"].abs().max() > 0
+    # telemetry: one record for the one epoch, with entropies, the cell and the top weights
+    (record,) = _telemetry(run_dir)
+    assert record["epoch"] == 1
+    assert record["arch_steps"] == 64 // 16
+    pos = record["positions"]["all"]
+    assert pos["cell"] == cell.canonical()
+    assert 0 < pos["entropy/sink"] <= torch.log(torch.tensor(12.0)).item() + 1e-6
+    assert 0 < pos["entropy/act"] <= torch.log(torch.tensor(4.0)).item() + 1e-6
+    assert 0 < pos["entropy/level"] <= torch.log(torch.tensor(6.0)).item() + 1e-6
+    assert len(pos["top_sink"]) == 3
+    hist = result.search.history[-1]
+    assert hist["arch/entropy/sink"] == pytest.approx(pos["entropy/sink"])
+
+
+def test_position_specific_gives_one_cell_per_position(searches):
+    result, run_dir = searches["specific"]
+    cells_dir = run_dir / "cells"
+    names = sorted(p.name for p in cells_dir.iterdir())
+    assert names == sorted(
+        f"cell_{p}{ext}" for p in POSITIONS for ext in (".png", ".weights.json", ".yaml")
+    )
+    assert list(result.cells) == POSITIONS
+    (record,) = _telemetry(run_dir)
+    assert list(record["positions"]) == POSITIONS
+    state = _arch_state(run_dir)
+    assert len(state) == 3 * 5
+    for p in POSITIONS:
+        cell = CellSpec.load(cells_dir / f"cell_{p}.yaml")
+        assert result.cells[p] == cell
+        assert record["positions"][p]["cell"] == cell.canonical()
+        weights = ArchitectureWeights.from_dict(
+            json.loads((cells_dir / f"cell_{p}.weights.json").read_text())
+        )
+        assert torch.equal(state[f"architecture.{p}.w_sink"], weights.w_sink.detach())
+        assert derive_cell(weights, 3, 1).canonical() == cell.canonical()
+    # each position learned its own weights (they differ between positions)
+    assert not torch.equal(
+        state["architecture.Mixed_4b.w_sink"], state["architecture.Mixed_4f.w_sink"]
+    )
+    assert "arch/Mixed_4b/entropy/sink" in result.search.history[-1]
+
+
+def test_warmup_keeps_connection_weights_at_zero(tmp_path):
+    config = DifferentiableSearchConfig(warmup_epochs=1)
+    run_differentiable_search(SPACE, _spec(32, 16), config, tmp_path)
+    state = _arch_state(tmp_path)
+    assert all(torch.equal(v, torch.zeros_like(v)) for v in state.values())
+    (record,) = _telemetry(tmp_path)
+    assert record["arch_steps"] == 0
+    # uniform weights: entropies are the maxima, the cell is the tie-break cell
+    assert record["positions"]["all"]["entropy/sink"] == pytest.approx(
+        torch.log(torch.tensor(12.0)).item(), abs=1e-5
+    )
+
+
+def test_bilevel_steps_on_the_heldout_half(tmp_path, monkeypatch):
+    seen: dict[str, object] = {}
+    real_loader, real_trial = search_mod._heldout_loader, search_mod.run_trial
+    real_next = ArchitectureStep._next_heldout
+
+    def loader(data, spec):
+        seen["held"] = data
+        return real_loader(data, spec)
+
+    def trial(spec, **kwargs):
+        seen["train"] = kwargs["datasets"][0]
+        return real_trial(spec, **kwargs)
+
+    def next_heldout(self):
+        x, y = real_next(self)
+        seen.setdefault("heldout_batches", []).append(y.clone())
+        return x, y
+
+    monkeypatch.setattr(search_mod, "_heldout_loader", loader)
+    monkeypatch.setattr(search_mod, "run_trial", trial)
+    monkeypatch.setattr(ArchitectureStep, "_next_heldout", next_heldout)
+    config = DifferentiableSearchConfig(mode="bilevel")
+    run_differentiable_search(SPACE, _spec(64, 16), config, tmp_path)
+    held, train = seen["held"], seen["train"]
+    assert len(held) == 32 and len(train) == 32
+    assert held.dataset is train.dataset
+    assert not set(held.indices) & set(train.indices)
+    assert sorted(held.indices + train.indices) == list(range(64))
+    # one held-out batch per architecture step, two network steps (32 clips / 16)
+    (record,) = _telemetry(tmp_path)
+    assert record["arch_steps"] == 2
+    assert len(seen["heldout_batches"]) == 2
+    labels = torch.cat(seen["heldout_batches"])
+    held_labels = torch.tensor([int(held[i][1]) for i in range(len(held))])
+    assert sorted(labels.tolist()) == sorted(held_labels.tolist())
+    state = _arch_state(tmp_path)
+    assert state["architecture.all.w_sink"].abs().max() > 0
+
+
+def test_split_is_deterministic_and_disjoint():
+    data = list(range(10))
+    a1, b1 = search_mod._split_train(data, 0.3, seed=5)
+    a2, b2 = search_mod._split_train(data, 0.3, seed=5)
+    assert (a1.indices, b1.indices) == (a2.indices, b2.indices)
+    assert len(b1) == 3 and len(a1) == 7
+    assert sorted(a1.indices + b1.indices) == list(range(10))
+
+
+def test_invalid_config_raises():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        DifferentiableSearchConfig(mode="darts2")
+    with pytest.raises(ValueError, match="heldout_fraction"):
+        DifferentiableSearchConfig(heldout_fraction=1.0)
+    with pytest.raises(ValueError, match="temperature"):
+        DifferentiableSearchConfig(temperature=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["joint", "bilevel"])
+def test_kill_and_resume_matches_uninterrupted(tmp_path, monkeypatch, mode):
+    config = DifferentiableSearchConfig(mode=mode)
+    spec = _spec(64, 16, epochs=2, deterministic=True)
+    full = run_differentiable_search(SPACE, spec, config, tmp_path / "a")
+
+    real_step = ArchitectureStep.on_train_step
+
+    def killed(self, trainer, batch, step):
+        if trainer.epoch == 1:  # the first step of epoch 2: epoch 1 is checkpointed
+            raise KeyboardInterrupt
+        real_step(self, trainer, batch, step)
+
+    with monkeypatch.context() as m:
+        m.setattr(ArchitectureStep, "on_train_step", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run_differentiable_search(SPACE, spec, config, tmp_path / "b")
+    state = torch.load(tmp_path / "b" / "search" / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 1
+    resumed = run_differentiable_search(SPACE, spec.replace(resume=True), config, tmp_path / "b")
+    a, b = _arch_state(tmp_path / "a"), _arch_state(tmp_path / "b")
+    assert sorted(a) == sorted(b)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a["architecture.all.w_sink"].abs().max() > 0
+    assert resumed.cells == full.cells
+    assert _telemetry(tmp_path / "a") == _telemetry(tmp_path / "b")
+    timing = ("epoch_time_s", "clips_per_s")
+    assert len(resumed.search.history) == len(full.search.history) == 2
+    for h1, h2 in zip(resumed.search.history, full.search.history):
+        assert {k: v for k, v in h1.items() if k not in timing} == {
+            k: v for k, v in h2.items() if k not in timing
+        }
