@@ -1,0 +1,246 @@
+"""GP-UCB controller: fast path against BoTorch, the synthetic search, batches, failures, resume."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+from botorch.models.kernels.categorical import CategoricalKernel
+
+from attnas.controller import CellEncoder, GPBandit, TrialOutcome, TrialRecord
+from attnas.controller.gp_bandit import _HammingKernel
+from attnas.space import load_space
+
+TOP_K = 290  # the top 0.1% of the 290,304 cell vectors
+
+
+@pytest.fixture(scope="module")
+def space():
+    return load_space("attention_nas")
+
+
+def synthetic_objective(space, seed: int = 0):
+    """A known function of the cell: additive scores per (op factor, value), smaller ones per
+    connectivity bit, and an interaction (+0.3 when ops 1 and 2 have the same type)."""
+    enc = CellEncoder(space, "categorical")
+    rng = np.random.default_rng(seed)
+    n_op_factors = 3 * space.num_ops
+    tables = [
+        rng.normal(0.0, 1.0 if i < n_op_factors else 0.5, size)
+        for i, size in enumerate(enc.factor_sizes)
+    ]
+
+    def f(vectors: np.ndarray) -> np.ndarray:
+        codes = enc.factor_codes(vectors)
+        return sum(t[codes[:, i]] for i, t in enumerate(tables)) + 0.3 * (
+            codes[:, 0] == codes[:, 3]
+        )
+
+    return f
+
+
+def _fill(gp: GPBandit, space, f, n: int, seed: int = 1) -> None:
+    rng = random.Random(seed)
+    while len(gp.observations) < n:
+        cell = space.sample(rng)
+        if cell.hash() not in gp._observed:
+            gp.observe(cell, float(f(np.array([space.encode(cell)]))[0]))
+
+
+def test_hamming_kernel_equals_botorch_categorical_kernel() -> None:
+    x = torch.randint(0, 4, (30, 14)).double()
+    ours, ref = (
+        _HammingKernel(ard_num_dims=14).double(),
+        CategoricalKernel(ard_num_dims=14).double(),
+    )
+    ls = torch.rand(1, 14, dtype=torch.float64) * 3 + 0.1
+    ours.lengthscale, ref.lengthscale = ls, ls
+    torch.testing.assert_close(
+        ours.forward(x, x[:7]), ref.forward(x, x[:7]), rtol=1e-12, atol=1e-14
+    )
+    torch.testing.assert_close(
+        ours.forward(x, x, diag=True), ref.forward(x, x, diag=True), rtol=1e-12, atol=1e-14
+    )
+
+
+@pytest.mark.parametrize("kernel", ["categorical", "onehot"])
+def test_fast_posterior_equals_botorch_posterior(space, kernel: str) -> None:
+    f = synthetic_objective(space)
+    gp = GPBandit(space, seed=0, kernel=kernel, fit_restarts=0, fit_maxiter=30)
+    _fill(gp, space, f, 25)
+    rng = random.Random(5)
+    cells = [space.sample(rng) for _ in range(40)]
+    mean, var = gp.posterior(cells)
+    fitted = gp._fitted()
+    x = gp.encoder.features(np.array([space.encode(c) for c in cells]))
+    post = fitted.model.posterior(x)
+    torch.testing.assert_close(mean, post.mean.squeeze(-1), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(var, post.variance.squeeze(-1), rtol=1e-9, atol=1e-9)
+    k_ref = fitted.model.covar_module(x, fitted.model.train_inputs[0]).to_dense()
+    k_fast = gp._cross(
+        fitted, gp._kmat(np.array([space.encode(c) for c in cells])), fitted.train_kmat
+    )
+    torch.testing.assert_close(k_fast, k_ref.detach(), rtol=1e-10, atol=1e-12)
+
+
+def _evals_to_top_k(space, f, threshold: float, seed: int, kernel: str, budget: int) -> int | None:
+    gp = GPBandit(space, seed=seed, kernel=kernel, fit_restarts=0, fit_maxiter=50)
+    n = 0
+    while n < budget:
+        for cell in gp.suggest(8):
+            n += 1
+            value = float(f(np.array([space.encode(cell)]))[0])
+            gp.observe(cell, value)
+            if value >= threshold:
+                return n
+    return None
+
+
+def test_gp_ucb_finds_top_cells_far_faster_than_random(space) -> None:
+    """Random search draws distinct cells uniformly, so it needs (N+1)/(k+1) = 997 evaluations
+    on average to hit one of the top k=290 of N=290,304 cells, and hits within 64 evaluations
+    with probability 1 - (1 - k/N)^64 = 6.2%. GP-UCB (batches of 8) must hit within 64."""
+    f = synthetic_objective(space)
+    values = f(CellEncoder(space).all_vectors())
+    top = np.sort(values)[::-1]
+    assert top[0] - top[1] > 0.04  # a unique optimum
+    hit = _evals_to_top_k(space, f, float(top[TOP_K - 1]), seed=0, kernel="categorical", budget=64)
+    assert hit is not None and hit <= 64
+    random_hits = 1 - (1 - TOP_K / len(values)) ** 64
+    assert random_hits == pytest.approx(0.062, abs=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel", ["categorical", "onehot"])
+def test_gp_ucb_over_seeds_is_ten_times_faster_than_random(space, kernel: str) -> None:
+    f = synthetic_objective(space)
+    values = f(CellEncoder(space).all_vectors())
+    threshold = float(np.sort(values)[::-1][TOP_K - 1])
+    hits = [_evals_to_top_k(space, f, threshold, s, kernel, budget=200) for s in range(4)]
+    assert all(h is not None for h in hits)
+    random_expected = (len(values) + 1) / (TOP_K + 1)  # 997.6
+    assert np.mean(hits) <= random_expected / 10
+
+
+def test_batch_with_pending_returns_distinct_unseen_cells(space) -> None:
+    f = synthetic_objective(space)
+    gp = GPBandit(space, seed=3, fit_restarts=0, fit_maxiter=30)
+    _fill(gp, space, f, 12)
+    first = gp.suggest(4)  # now pending
+    second = gp.suggest(8)
+    hashes = [c.hash() for c in first + second]
+    assert len(second) == 8 and len(set(hashes)) == 12
+    assert not set(hashes) & {o.cell.hash() for o in gp.observations}
+    assert {c.hash() for c in gp.pending} == set(hashes)
+    # pending cells shrink the variance (GP-BUCB), so the batch differs from one without them
+    fresh = GPBandit(space, seed=3, fit_restarts=0, fit_maxiter=30)
+    _fill(fresh, space, f, 12)
+    assert [c.hash() for c in fresh.suggest(8)] != [c.hash() for c in second]
+
+
+def test_batch_variance_update_matches_conditioning_on_chosen_points(space) -> None:
+    """The shortlist's rank-1 downdates equal conditioning on the chosen cells directly."""
+    f = synthetic_objective(space)
+    gp = GPBandit(space, seed=0, fit_restarts=0, fit_maxiter=30, beta=4.0)
+    _fill(gp, space, f, 15)
+    batch = gp.suggest(3)
+    fitted = gp._fitted()
+    chosen = gp._kmat(np.array([space.encode(c) for c in batch]))
+    cand = gp.encoder.all_matrix("match")
+    # the third cell maximises UCB given the training cells and the first two chosen cells
+    cond = torch.cat([fitted.train_kmat, chosen[:2]])
+    mean, var = gp._marginals(fitted, cand, cond)
+    ucb = mean + 2.0 * var.sqrt()
+    ucb[
+        torch.from_numpy(gp.encoder.index_of(np.array([space.encode(c) for c in batch[:2]])))
+    ] = -math.inf
+    seen = gp.encoder.index_of(np.array([o.vector for o in gp.observations]))
+    ucb[torch.from_numpy(seen)] = -math.inf
+    best = int(torch.argmax(ucb))
+    assert gp.encoder.all_vectors()[best].tolist() == space.encode(batch[2])
+
+
+def test_failed_trials_imputed_with_minimum_and_never_reproposed(space) -> None:
+    f = synthetic_objective(space)
+    gp = GPBandit(space, seed=0, fit_restarts=0, fit_maxiter=30)
+    _fill(gp, space, f, 6)
+    bad = gp.suggest(1)[0]
+    gp.observe(bad, TrialOutcome.failure("CUDA out of memory"))
+    nan_cell = gp.suggest(1)[0]
+    gp.observe(nan_cell, float("nan"))  # NaN loss -> failed
+    failed = [o for o in gp.observations if o.outcome.failed]
+    assert [o.outcome.error for o in failed] == [
+        "CUDA out of memory",
+        "non-finite objective value nan",
+    ]
+    vectors, values = gp.training_data()
+    low = min(o.outcome.value for o in gp.observations if not o.outcome.failed)
+    assert len(values) == 8
+    for cell in (bad, nan_cell):
+        row = [i for i, v in enumerate(vectors.tolist()) if v == space.encode(cell)]
+        assert values[row[0]] == low
+    new = gp.suggest(8)
+    assert {bad.hash(), nan_cell.hash()}.isdisjoint(c.hash() for c in new)
+    excl = GPBandit(space, seed=0, failure_rule="exclude")
+    _fill(excl, space, f, 3)
+    excl.observe(space.sample(random.Random(99)), TrialOutcome.failure("timeout"))
+    assert len(excl.training_data()[1]) == 3
+
+
+def test_random_cells_before_n_init_and_determinism(space) -> None:
+    f = synthetic_objective(space)
+    a, b = (GPBandit(space, seed=11, n_init=4, fit_restarts=0, fit_maxiter=30) for _ in range(2))
+    for gp in (a, b):
+        cells = gp.suggest(4)
+        for cell in cells:
+            gp.observe(cell, float(f(np.array([space.encode(cell)]))[0]))
+    assert [o.cell.hash() for o in a.observations] == [o.cell.hash() for o in b.observations]
+    assert [c.hash() for c in a.suggest(3)] == [c.hash() for c in b.suggest(3)]
+    other = GPBandit(space, seed=12, n_init=4)
+    assert [c.hash() for c in other.suggest(4)] != [o.cell.hash() for o in a.observations]
+
+
+def test_restore_from_records_gives_the_same_next_suggestion(space) -> None:
+    f = synthetic_objective(space)
+    kwargs = dict(seed=2, fit_restarts=1, fit_maxiter=30)
+    gp = GPBandit(space, **kwargs)
+    records = []
+    for _ in range(3):
+        cells = gp.suggest(4)
+        for cell in cells[:3]:
+            value = float(f(np.array([space.encode(cell)]))[0])
+            gp.observe(cell, value)
+            records.append(
+                {"cell": cell.to_dict(), "state": "completed", "metrics": {"top1": value}}
+            )
+        gp.observe(cells[3], TrialOutcome.failure("worker raised"))
+        records.append(TrialRecord(cells[3], "failed", error="worker raised"))
+    running = gp.suggest(2)
+    records += [TrialRecord(c, "running") for c in running]
+    restored = GPBandit(space, **kwargs)
+    restored.restore(reversed(records))  # store order need not be observation order
+    assert [c.hash() for c in restored.suggest(3)] == [c.hash() for c in gp.suggest(3)]
+
+
+def test_pool_mode_with_local_search(space) -> None:
+    f = synthetic_objective(space)
+    gp = GPBandit(
+        space, seed=0, exhaustive_limit=0, pool_size=2000, beta=0.0, fit_restarts=0, fit_maxiter=30
+    )
+    assert not gp.exhaustive
+    _fill(gp, space, f, 20)
+    cells = gp.suggest(4)
+    assert len({c.hash() for c in cells}) == 4
+    # with beta=0 UCB is the posterior mean: local search climbs above a random pool's best
+    mean, _ = gp.posterior(cells)
+    rng = random.Random(0)
+    pool_mean, _ = gp.posterior([space.sample(rng) for _ in range(200)])
+    assert float(mean.max()) > float(pool_mean.max())
+
+
+def test_unknown_failure_rule_is_named(space) -> None:
+    with pytest.raises(ValueError, match="'drop'"):
+        GPBandit(space, failure_rule="drop")
