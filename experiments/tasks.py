@@ -48,7 +48,7 @@ def task_spec(
     val_clips: int = 128,
     epochs: int = 3,
     batch_size: int = 16,
-    lr: float = 0.05,
+    lr: float = 2e-3,
     data_seed: int = 0,
     cache_dir: str | Path | None = None,
     device: str = "auto",
@@ -62,7 +62,8 @@ def task_spec(
         val_clips: validation clips (moving_digits only).
         epochs: training epochs.
         batch_size: clips per step.
-        lr: peak SGD learning rate (cosine to 0 after a short warm-up).
+        lr: peak AdamW learning rate (cosine to 0 after a short warm-up; AdamW at 2e-3 is
+            what trains the tiny backbones reliably in a few epochs, SGD at 0.05 did not).
         data_seed: the dataset's seed (generation for moving_digits, split for weizmann4).
         cache_dir: decoded-clip cache for weizmann4 (None: decode every epoch).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...
@@ -74,8 +75,7 @@ def task_spec(
         ValueError: for an unknown task.
     """
     train = TrainConfig(
-        epochs=epochs, batch_size=batch_size, optimizer="sgd", lr=lr, momentum=0.9,
-        weight_decay=1e-4, warmup_epochs=min(0.5, epochs / 4), device=device, progress=False,
+        epochs=epochs, batch_size=batch_size, optimizer="adamw", lr=lr, weight_decay=1e-4, warmup_epochs=min(0.5, epochs / 4), device=device, progress=False,
         checkpoint_every=0,
     )  # fmt: skip
     if task == "moving_digits":
