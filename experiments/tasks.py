@@ -75,8 +75,8 @@ def task_spec(
         ValueError: for an unknown task.
     """
     train = TrainConfig(
-        epochs=epochs, batch_size=batch_size, optimizer="adamw", lr=lr, weight_decay=1e-4, warmup_epochs=min(0.5, epochs / 4), device=device, progress=False,
-        checkpoint_every=0,
+        epochs=epochs, batch_size=batch_size, optimizer="adamw", lr=lr, weight_decay=1e-4,
+        warmup_epochs=min(0.5, epochs / 4), device=device, progress=False, checkpoint_every=0,
     )  # fmt: skip
     if task == "moving_digits":
         return TrialSpec(
