@@ -1,0 +1,420 @@
+"""``report.md``: a human-readable account of a search or a training run.
+
+A report says what was searched (space and its size, searcher, backbone and positions, data,
+budget), shows the found cells in words (``CellSpec.describe()``) and as YAML, compares their
+accuracy and cost with the backbone alone and the backbone with non-local blocks, links the
+plots, and shows how to reuse the cell from the command line and from Python with the actual
+file paths. The writers take plain values (no Hydra objects) so they are easy to test.
+
+Design choices where the spec is silent:
+
+- Accuracies are percentages with two decimals (the paper's tables); parameters in millions and
+  FLOPs in GFLOPs with three significant decimals, since the CPU-sized models are small.
+- Δ top-1 is against the backbone alone when its row exists (the paper's "Δ Top-1" column).
+- Bandit searches list every trial in store order, with its state and, for failed trials, the
+  first line of the error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from attnas.space import CellSpec
+
+
+@dataclass
+class ResultRow:
+    """One row of a comparison table.
+
+    Attributes:
+        label: what was trained (``backbone``, ``+ non-local``, ``+ derived cell``...).
+        top1: validation top-1 in [0, 1] (None: not available).
+        top5: validation top-5 in [0, 1].
+        params: parameters.
+        flops: FLOPs of one forward pass of one clip.
+        wall_s: seconds the run took.
+        status: ``completed`` or ``failed``.
+    """
+
+    label: str
+    top1: float | None = None
+    top5: float | None = None
+    params: int | None = None
+    flops: int | None = None
+    wall_s: float | None = None
+    status: str = "completed"
+
+    @classmethod
+    def from_result(cls, label: str, result: Mapping[str, Any]) -> ResultRow:
+        """A row from a ``TrialResult.to_dict()`` (or a trial store's metrics)."""
+        return cls(
+            label=label,
+            top1=result.get("top1"),
+            top5=result.get("top5"),
+            params=result.get("num_parameters"),
+            flops=result.get("flops"),
+            wall_s=result.get("wall_time_s"),
+            status=str(result.get("status", "completed")),
+        )
+
+
+@dataclass
+class SearchContext:
+    """What was searched, for the report's first section.
+
+    Attributes:
+        title: the run's name.
+        run_dir: the run directory.
+        searcher: searcher name.
+        searcher_options: its options.
+        space: space name.
+        space_file: the space file.
+        space_size: number of cells in the space.
+        num_ops: K.
+        backbone: backbone name.
+        positions: insertion points.
+        data: dataset name.
+        data_options: dataset options.
+        trainer: the training config (plain dict).
+        budget: what the search was allowed (words).
+        seed: master seed.
+        num_classes: classes, when known (for the Python snippet).
+        input_shape: clip shape, when known (for the Python snippet).
+        op_channel_ratio: ``C_op / C`` of the cells.
+    """
+
+    title: str
+    run_dir: Path
+    searcher: str
+    searcher_options: dict[str, Any]
+    space: str
+    space_file: str
+    space_size: int
+    num_ops: int
+    backbone: str
+    positions: list[str] | None
+    data: str
+    data_options: dict[str, Any]
+    trainer: dict[str, Any]
+    budget: str
+    seed: int
+    num_classes: int | None = None
+    input_shape: tuple[int, ...] | None = None
+    op_channel_ratio: float = 0.25
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.2f}"
+
+
+def _mega(x: int | None) -> str:
+    return "–" if x is None else f"{x / 1e6:.3f}"
+
+
+def _giga(x: int | None) -> str:
+    return "–" if x is None else f"{x / 1e9:.3f}"
+
+
+def _secs(x: float | None) -> str:
+    return "–" if x is None else f"{x:.0f}"
+
+
+def comparison_table(rows: Sequence[ResultRow], reference: str | None = None) -> str:
+    """A Markdown table of rows; Δ top-1 against the row labelled ``reference`` when given."""
+    ref = next((r for r in rows if r.label == reference and r.top1 is not None), None)
+    lines = [
+        "| model | top-1 (%) | top-5 (%) | Δ top-1 | params (M) | GFLOPs | time (s) | status |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        delta = "–"
+        if ref is not None and r.top1 is not None and r is not ref:
+            delta = f"{100 * (r.top1 - ref.top1):+.2f}"
+        lines.append(
+            f"| {r.label} | {_pct(r.top1)} | {_pct(r.top5)} | {delta} | {_mega(r.params)} | "
+            f"{_giga(r.flops)} | {_secs(r.wall_s)} | {r.status} |"
+        )
+    return "\n".join(lines)
+
+
+def _context_section(ctx: SearchContext) -> list[str]:
+    trainer = ctx.trainer
+    opts = ", ".join(f"{k}={v}" for k, v in ctx.searcher_options.items()) or "defaults"
+    data_opts = ", ".join(f"{k}={v}" for k, v in ctx.data_options.items()) or "defaults"
+    positions = ", ".join(ctx.positions) if ctx.positions else "the backbone's 5 defaults"
+    return [
+        f"# {ctx.title}",
+        "",
+        f"Run directory: `{ctx.run_dir}`",
+        "",
+        "## What was searched",
+        "",
+        f"- **Space**: `{ctx.space}` ({ctx.space_file}), K = {ctx.num_ops} ops per cell, "
+        f"{ctx.space_size:,} cells",
+        f"- **Searcher**: `{ctx.searcher}` ({opts})",
+        f"- **Backbone**: `{ctx.backbone}`, cells at {positions}",
+        f"- **Data**: `{ctx.data}` ({data_opts})",
+        f"- **Training**: {trainer.get('epochs')} epoch(s), batch {trainer.get('batch_size')}, "
+        f"{trainer.get('optimizer')} lr {trainer.get('lr')}, device {trainer.get('device')}",
+        f"- **Budget**: {ctx.budget}",
+        f"- **Seed**: {ctx.seed}",
+        "",
+    ]
+
+
+def _link(target: Path, base: Path) -> str:
+    try:
+        return str(target.resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(target)
+
+
+def _cell_section(
+    title: str, cell: CellSpec, path: Path, base: Path, plot: Path | None = None
+) -> list[str]:
+    lines = [f"### {title}", "", f"File: `{path}` (hash `{cell.hash()}`)", ""]
+    lines += ["In words:", "", "```text", cell.describe(), "```", ""]
+    if plot is not None and plot.is_file():
+        lines += [f"![learned connection weights]({_link(plot, base)})", ""]
+    bare = CellSpec(cell.ops, cell.outputs, name=cell.name)
+    lines += ["```yaml", bare.to_yaml().rstrip(), "```", ""]
+    if cell.meta:
+        lines += ["(The file also records, under `meta`, the evidence behind each choice.)", ""]
+    return lines
+
+
+def _reuse_section(ctx: SearchContext, cell_files: Mapping[str, Path]) -> list[str]:
+    """Command line and Python snippets using the found cell file(s)."""
+    classes = ctx.num_classes if ctx.num_classes is not None else "NUM_CLASSES"
+    shape = tuple(ctx.input_shape) if ctx.input_shape is not None else "(3, T, H, W)"
+    positions = list(ctx.positions) if ctx.positions else None
+    lines = ["## How to reuse the cell", ""]
+    first = next(iter(cell_files.values()))
+    lines += [
+        "Train it from scratch against the baselines (one multirun):",
+        "",
+        "```bash",
+        f"attnas-train -m cell=none,nonlocal,{first} backbone={ctx.backbone} data={ctx.data}",
+        "```",
+        "",
+        "Insert it into a backbone in Python:",
+        "",
+        "```python",
+        "from attnas.backbones import build_backbone, insert_cells",
+        "from attnas.cells import AttentionCell",
+        "",
+        f"model = build_backbone({ctx.backbone!r}, num_classes={classes}, input_shape={shape})",
+    ]
+    if len(cell_files) == 1:
+        lines += [
+            f"cell_file = {str(first)!r}",
+            f"insert_cells(model, {positions!r}, lambda name, shape: AttentionCell.from_file(",
+            "    cell_file, channels=shape[0],",
+            f"    op_channels=max(1, round(shape[0] * {ctx.op_channel_ratio})), shape=shape))",
+        ]
+    else:
+        files = {k: str(v) for k, v in cell_files.items()}
+        lines += [
+            f"cell_files = {files!r}",
+            "insert_cells(model, list(cell_files), lambda name, shape: AttentionCell.from_file(",
+            "    cell_files[name], channels=shape[0],",
+            f"    op_channels=max(1, round(shape[0] * {ctx.op_channel_ratio})), shape=shape))",
+        ]
+    lines += ["```", ""]
+    return lines
+
+
+def write_differentiable_report(
+    path: Path,
+    ctx: SearchContext,
+    cells: Mapping[str, CellSpec],
+    cell_files: Sequence[Path],
+    search: Mapping[str, Any],
+    retrained: Mapping[str, Mapping[str, Any]],
+    alpha: int,
+    beta: int,
+) -> Path:
+    """Write ``report.md`` for a differentiable search.
+
+    Args:
+        path: the report file.
+        ctx: what was searched.
+        cells: the derived cell per insertion point.
+        cell_files: the exported cell files (``cell.yaml`` or ``cell_<position>.yaml``).
+        search: the search run's ``TrialResult.to_dict()``.
+        retrained: ``{"derived"|"none"|"nonlocal": TrialResult.to_dict()}`` (may be empty).
+        alpha: derivation α.
+        beta: derivation β.
+
+    Returns:
+        ``path``.
+    """
+    lines = _context_section(ctx)
+    lines += [
+        "## Derived cells",
+        "",
+        f"Derived from the learned connection weights with α = {alpha} (sink nodes kept) and "
+        f"β = {beta} (predecessors kept per node). Derive again with other values, without "
+        f"retraining: `attnas-derive run_dir={ctx.run_dir} alpha=2 beta=1`.",
+        "",
+    ]
+    by_file: dict[str, Path] = {}
+    for f in cell_files:
+        cell = CellSpec.load(f)
+        stem = f.stem
+        position = stem.removeprefix("cell_") if stem.startswith("cell_") else None
+        title = f"Cell at {position}" if position else "Cell (every position)"
+        lines += _cell_section(title, cell, f, ctx.run_dir, f.with_suffix(".png"))
+        if position is None:
+            by_file = {"all": f}
+        else:
+            by_file[position] = f
+    if not cell_files:
+        lines += ["(no cell was exported)", ""]
+    lines += ["## Accuracy and cost", ""]
+    rows = [ResultRow.from_result("supergraph (search run)", search)]
+    labels = {
+        "none": "backbone alone",
+        "nonlocal": "+ non-local blocks",
+        "derived": "+ derived cell",
+    }
+    if retrained:
+        rows = [ResultRow.from_result(labels.get(k, k), v) for k, v in _ordered(retrained)]
+        lines += [
+            "Each model below was trained from scratch with the same trainer budget and the "
+            "same positions; the supergraph row is the search run itself.",
+            "",
+        ]
+        rows.append(ResultRow.from_result("supergraph (search run)", search))
+    else:
+        lines += [
+            "The derived cells were not retrained (`searcher.retrain=false`); the row is the "
+            "search run. Compare with the baselines: "
+            f"`attnas-train -m cell=none,nonlocal,{next(iter(by_file.values()), 'CELL')}`.",
+            "",
+        ]
+    lines += [comparison_table(rows, reference="backbone alone"), ""]
+    plots = sorted(p for f in cell_files for p in [f.with_suffix(".png")] if p.is_file())
+    if plots:
+        lines += ["## Plots", ""]
+        lines += [f"- [{p.name}]({_link(p, ctx.run_dir)})" for p in plots]
+        lines += [""]
+    if by_file:
+        if "all" in by_file:
+            lines += _reuse_section(ctx, {"all": by_file["all"]})
+        else:
+            lines += _reuse_section(ctx, by_file)
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _ordered(results: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, Mapping[str, Any]]]:
+    order = {"none": 0, "nonlocal": 1, "derived": 2}
+    return sorted(results.items(), key=lambda kv: (order.get(kv[0], 9), kv[0]))
+
+
+def write_bandit_report(
+    path: Path,
+    ctx: SearchContext,
+    trials: Sequence[Mapping[str, Any]],
+    best_files: Sequence[Path],
+    baselines: Mapping[str, Mapping[str, Any]],
+    plot: Path | None = None,
+) -> Path:
+    """Write ``report.md`` for a GPB / random / evolution search.
+
+    Args:
+        path: the report file.
+        ctx: what was searched.
+        trials: ``TrialRecord.to_dict()`` of every trial, in store order.
+        best_files: the exported best cells, best first.
+        baselines: ``{"none"|"nonlocal": TrialResult.to_dict()}`` (may be empty).
+        plot: the best-so-far plot, if drawn.
+
+    Returns:
+        ``path``.
+    """
+    lines = _context_section(ctx)
+    done = [t for t in trials if t.get("state") == "completed"]
+    failed = [t for t in trials if t.get("state") == "failed"]
+    lines += [
+        f"{len(trials)} trial(s): {len(done)} completed, {len(failed)} failed.",
+        "",
+        "## Best cells",
+        "",
+    ]
+    for rank, f in enumerate(best_files, start=1):
+        cell = CellSpec.load(f)
+        lines += _cell_section(f"Rank {rank}", cell, f, ctx.run_dir)
+    if not best_files:
+        lines += ["(no trial completed)", ""]
+    lines += ["## Accuracy and cost", ""]
+    rows: list[ResultRow] = []
+    labels = {"none": "backbone alone", "nonlocal": "+ non-local blocks"}
+    for k, v in _ordered(baselines):
+        rows.append(ResultRow.from_result(labels.get(k, k), v))
+    ranked = sorted(done, key=lambda t: -float(t["metrics"].get("top1") or 0.0))
+    if ranked:
+        rows.append(
+            ResultRow.from_result(
+                f"+ best cell (trial {ranked[0]['trial_id']})", ranked[0]["metrics"]
+            )
+        )
+    if baselines:
+        lines += ["The baselines were trained with the same trainer budget as every trial.", ""]
+    else:
+        lines += [
+            "Baselines were not trained (`report.baselines=true` trains the backbone alone and "
+            "with non-local blocks under the same budget).",
+            "",
+        ]
+    lines += [comparison_table(rows, reference="backbone alone"), ""]
+    lines += [
+        "## All trials",
+        "",
+        "| trial | state | top-1 (%) | top-5 (%) | params (M) | GFLOPs | time (s) | cell |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for t in trials:
+        m = t.get("metrics") or {}
+        cell = CellSpec.from_dict(t["cell"])
+        ops = "; ".join(
+            f"{n.op.type}/{n.op.dim}/{n.op.activation}<-{','.join(map(str, n.inputs))}"
+            for n in cell.ops
+        )
+        state = t.get("state", "?")
+        if state == "failed" and t.get("error"):
+            state += f" ({str(t['error']).strip().splitlines()[0][:60]})"
+        lines.append(
+            f"| {t['trial_id']} | {state} | {_pct(m.get('top1'))} | {_pct(m.get('top5'))} | "
+            f"{_mega(m.get('num_parameters'))} | {_giga(m.get('flops'))} | "
+            f"{_secs(m.get('wall_time_s'))} | `{ops}` |"
+        )
+    lines += [""]
+    if plot is not None and plot.is_file():
+        lines += ["## Plots", "", f"![best so far]({_link(plot, ctx.run_dir)})", ""]
+    if best_files:
+        best = best_files[0].parent / "best.yaml"
+        lines += _reuse_section(ctx, {"all": best if best.is_file() else best_files[0]})
+    path.write_text("\n".join(lines))
+    return path
+
+
+def write_train_report(path: Path, title: str, cell: str, result: Mapping[str, Any]) -> Path:
+    """Write the short ``report.md`` of one ``attnas-train`` run."""
+    lines = [
+        f"# {title}",
+        "",
+        f"Inserted: `{cell}`",
+        "",
+        comparison_table([ResultRow.from_result(cell, result)]),
+        "",
+    ]
+    if result.get("status") == "failed":
+        lines += ["```text", str(result.get("error", "")), "```", ""]
+    path.write_text("\n".join(lines))
+    return path
