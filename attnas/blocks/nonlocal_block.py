@@ -86,7 +86,9 @@ class NonLocalBlock(nn.Module):
         k = rearrange(phi, "b d t h w -> b (t h w) d")  # (B, T'H'W', d)
         v = rearrange(g, "b d t h w -> b (t h w) d")  # (B, T'H'W', d)
         if self.instantiation == "softmax":
-            y = F.scaled_dot_product_attention(q, k, v, scale=self.dim_inner**-0.5)  # (B, THW, d)
+            # contiguous (B, 1, N, d) inputs let PyTorch pick its fused flash kernel on CPU
+            q, k, v = (t.contiguous()[:, None] for t in (q, k, v))  # (B, 1, N, d)
+            y = F.scaled_dot_product_attention(q, k, v, scale=self.dim_inner**-0.5)[:, 0]
         else:
             attn = torch.matmul(q, k.transpose(-1, -2)) / k.shape[1]  # (B, THW, T'H'W')
             y = torch.matmul(attn, v)  # (B, THW, d)

@@ -63,13 +63,41 @@ class DotAttention(MatrixAttention):
         k = per_position_linear(x, self.spec.dim, self.g2.weight, self.g2.bias)  # (B', N, C')
         scale = self.inner_channels**-0.5
         if weights is None and activations[0] == "softmax":
-            return F.scaled_dot_product_attention(q, k, v2, scale=scale)  # (B', N, D_out)
+            # contiguous (B', 1, N, d) inputs let PyTorch pick its fused flash kernel on CPU
+            # (a 3-D or strided input falls back to the math path, which forms the N×N matrix)
+            q, k, v2 = (t.contiguous()[:, None] for t in (q, k, v2))  # (B', 1, N, d)
+            return F.scaled_dot_product_attention(q, k, v2, scale=scale)[:, 0]  # (B', N, D_out)
         sim = torch.matmul(q, k.transpose(-1, -2)) * scale  # (B', N, N)
         if weights is None:
             attn = self.activate(sim, activations[0])
         else:
-            attn = sum(wa * self.activate(sim, a) for wa, a in zip(weights, activations))
+            attn = self.mix(sim, weights, activations)
         return torch.matmul(attn, v2)  # (B', N, D_out)
+
+    def mix(
+        self, sim: torch.Tensor, weights: torch.Tensor, activations: Sequence[str]
+    ) -> torch.Tensor:
+        """``Σ_a w_a φ_a(sim)`` with few passes over the ``(B', N, N)`` matrix.
+
+        ``none`` and ``relu`` fold into one product ``sim · where(sim > 0, w0 + w1, w0) / N``;
+        the others accumulate with fused multiply-adds. Equals the plain sum exactly (up to
+        rounding).
+        """
+        w = dict(zip(activations, weights))
+        n = self.num_positions
+        out: torch.Tensor | None = None
+        if "none" in w or "relu" in w:
+            zero = sim.new_zeros(())
+            w0 = w.get("none", zero) / n
+            w1 = w.get("relu", zero) / n
+            out = sim * torch.where(sim > 0, w0 + w1, w0)
+        for a in activations:
+            if a in ("none", "relu"):
+                continue
+            term = self.activate(sim, a)
+            out = term * w[a] if out is None else torch.addcmul(out, term, w[a])
+        assert out is not None
+        return out
 
     def activate(self, sim: torch.Tensor, activation: str) -> torch.Tensor:
         """φ applied to the scaled similarity matrix ``(B', N, N)``."""
