@@ -399,8 +399,13 @@ def _resolve(path: str | Path) -> Path:
     p = Path(path)
     if p.is_file():
         return p
+    folders = [spaces_dir(), Path.cwd() / "search_spaces"]
     if p.suffix == "" and not p.parent.parts:
-        candidate = spaces_dir() / f"{p.name}.yaml"
-        if candidate.is_file():
-            return candidate
-    raise SpecError(f"{p}: search-space file not found (looked in {spaces_dir()} for bare names)")
+        for folder in folders:
+            candidate = folder / f"{p.name}.yaml"
+            if candidate.is_file():
+                return candidate
+    raise SpecError(
+        f"{p}: search-space file not found (bare names are looked up in "
+        f"{', '.join(str(f) for f in folders)})"
+    )
