@@ -345,7 +345,8 @@ class Trainer:
                 self.history.append(metrics)
                 self.epoch = epoch + 1
                 self.tracker.log_metrics(metrics, step=self.global_step)
-                logger.info(_summary_line(metrics, self.config.epochs))
+                if self.dist.is_main:
+                    logger.info(_summary_line(metrics, self.config.epochs))
                 self._maybe_checkpoint()
         return self.history
 
