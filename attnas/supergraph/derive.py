@@ -96,8 +96,7 @@ def derive_cell(weights: ArchitectureWeights, alpha: int, beta: int) -> CellSpec
             "beta": beta,
             "temperature": weights.temperature,
             "sink_probs": {
-                weights.node_name(i // n + 1, i % n): round(float(p), 6)
-                for i, p in enumerate(sink)
+                weights.node_name(i // n + 1, i % n): round(float(p), 6) for i, p in enumerate(sink)
             },
             "chosen": record,
         }
@@ -122,11 +121,15 @@ def cell_from_supergraph(supergraph: Any, spec: CellSpec) -> Any:
 
     chosen = spec.meta["derivation"]["chosen"]
     aw = supergraph.arch_weights
-    names = {aw.node_name(lv, j): (lv, j) for lv in range(1, aw.levels + 1)
-             for j in range(aw.num_nodes)}
+    names = {
+        aw.node_name(lv, j): (lv, j) for lv in range(1, aw.levels + 1) for j in range(aw.num_nodes)
+    }
     node_of_op = {entry["op"]: names[name] for name, entry in chosen.items()}
     cell = AttentionCell(
-        spec, supergraph.channels, supergraph.op_channels, supergraph.shape,
+        spec,
+        supergraph.channels,
+        supergraph.op_channels,
+        supergraph.shape,
         op_params=getattr(supergraph, "op_params", None),
     )
     ref = next(supergraph.parameters())

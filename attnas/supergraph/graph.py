@@ -77,7 +77,9 @@ class SuperGraph(nn.Module):
         if arch_weights is None:
             arch_weights = ArchitectureWeights(levels, self.node_types, self.node_activations)
         if (arch_weights.levels, arch_weights.nodes, arch_weights.activations) != (
-            levels, self.node_types, self.node_activations
+            levels,
+            self.node_types,
+            self.node_activations,
         ):
             raise ValueError("SuperGraph: arch_weights were made for another supergraph shape")
         # Stored outside _modules: the weights belong to the search, not to this network.
@@ -91,7 +93,10 @@ class SuperGraph(nn.Module):
             c_in = channels if level == 0 else op_channels
             row = nn.ModuleList(
                 build_op(
-                    OpSpec(ty, dim, acts[0]), c_in, op_channels, (c_in, t, h, w),
+                    OpSpec(ty, dim, acts[0]),
+                    c_in,
+                    op_channels,
+                    (c_in, t, h, w),
                     **dict(op_params.get(ty, {})),
                 )
                 for (ty, dim), acts in zip(self.node_types, self.node_activations)

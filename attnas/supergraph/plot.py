@@ -57,36 +57,82 @@ def plot_weights(
                 for k in range(n):
                     (x0, y0), (x1, y1) = xy(lv - 1, k), xy(lv, j)
                     p = float(level[lv - 1, j, k])
-                    ax.plot([x0 + 0.7, x1 - 0.7], [y0, y1], color="0.3", lw=0.2 + 6 * p,
-                            alpha=0.25 + 0.75 * p, zorder=1)
+                    ax.plot(
+                        [x0 + 0.7, x1 - 0.7],
+                        [y0, y1],
+                        color="0.3",
+                        lw=0.2 + 6 * p,
+                        alpha=0.25 + 0.75 * p,
+                        zorder=1,
+                    )
     for lv in range(m):
         for j in range(n):
             x, y = xy(lv, j)
             name = weights.node_name(lv + 1, j)
             face = cmap(float(sink[lv, j]) / vmax)
             edge = "red" if name in chosen else "black"
-            box = FancyBboxPatch((x - 0.7, y - 0.3), 1.4, 0.6, boxstyle="round,pad=0.03",
-                                 fc=face, ec=edge, lw=2.5 if name in chosen else 0.8, zorder=2)
+            box = FancyBboxPatch(
+                (x - 0.7, y - 0.3),
+                1.4,
+                0.6,
+                boxstyle="round,pad=0.03",
+                fc=face,
+                ec=edge,
+                lw=2.5 if name in chosen else 0.8,
+                zorder=2,
+            )
             ax.add_patch(box)
             t, d = weights.nodes[j]
-            ax.text(x, y + 0.05, f"{t}/{_SHORT.get(d, d)}", ha="center", va="center", fontsize=7,
-                    color="white" if float(sink[lv, j]) / vmax < 0.6 else "black", zorder=3)
-            ax.text(x, y - 0.18, f"sink {float(sink[lv, j]):.2f}", ha="center", va="center",
-                    fontsize=6, color="white" if float(sink[lv, j]) / vmax < 0.6 else "black",
-                    zorder=3)
+            ax.text(
+                x,
+                y + 0.05,
+                f"{t}/{_SHORT.get(d, d)}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if float(sink[lv, j]) / vmax < 0.6 else "black",
+                zorder=3,
+            )
+            ax.text(
+                x,
+                y - 0.18,
+                f"sink {float(sink[lv, j]):.2f}",
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white" if float(sink[lv, j]) / vmax < 0.6 else "black",
+                zorder=3,
+            )
             acts = weights.activations[j]
             for a in range(len(acts)):
                 h = 0.5 * float(act[lv, j, a])
-                ax.add_patch(plt.Rectangle((x + 0.75 + 0.12 * a, y - 0.25), 0.1, h,
-                                           color=cmap(0.15 + 0.2 * a), zorder=2))
+                ax.add_patch(
+                    plt.Rectangle(
+                        (x + 0.75 + 0.12 * a, y - 0.25),
+                        0.1,
+                        h,
+                        color=cmap(0.15 + 0.2 * a),
+                        zorder=2,
+                    )
+                )
             if lv == m - 1 and j == 0:
                 for a, name_a in enumerate(acts):
-                    ax.text(x + 0.8 + 0.12 * a, y + 0.35, name_a[:4], rotation=90, fontsize=5,
-                            ha="center", va="bottom")
+                    ax.text(
+                        x + 0.8 + 0.12 * a,
+                        y + 0.35,
+                        name_a[:4],
+                        rotation=90,
+                        fontsize=5,
+                        ha="center",
+                        va="bottom",
+                    )
         ax.text(3.2 * lv, n - 0.45, f"level {lv + 1}", ha="center", fontsize=9, weight="bold")
-    ax.set_title(title or "learned connection weights (edge width: level weight, colour: sink "
-                 "weight, bars: activations, red: derived cell; S/T/ST: spatial/temporal/both)",
-                 fontsize=9)
+    ax.set_title(
+        title
+        or "learned connection weights (edge width: level weight, colour: sink "
+        "weight, bars: activations, red: derived cell; S/T/ST: spatial/temporal/both)",
+        fontsize=9,
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")

@@ -179,7 +179,9 @@ class ArchitectureStep(TrainerHook):
         self.telemetry_path = telemetry_path
         self.params = [p for w in factory.weights.values() for p in w.parameters()]
         self.optimizer = torch.optim.Adam(
-            self.params, lr=config.arch_lr, betas=config.arch_betas,
+            self.params,
+            lr=config.arch_lr,
+            betas=config.arch_betas,
             weight_decay=config.arch_weight_decay,
         )
         self.steps = 0
@@ -272,8 +274,12 @@ class ArchitectureStep(TrainerHook):
                 f.write(json.dumps(record) + "\n")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "steps": self.steps,
-                "heldout_epoch": self._heldout_epoch, "heldout_pos": self._heldout_pos}
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "steps": self.steps,
+            "heldout_epoch": self._heldout_epoch,
+            "heldout_pos": self._heldout_pos,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -353,8 +359,12 @@ def export_cells(
         cell = dataclasses.replace(cell, name=stem)
         files.append(cell.save(out_dir / f"{stem}.yaml"))
         (out_dir / f"{stem}.weights.json").write_text(json.dumps(w.to_dict()))
-        plot_weights(w, out_dir / f"{stem}.png", cell,
-                     title=f"{stem}: learned connection weights (alpha={alpha}, beta={beta})")
+        plot_weights(
+            w,
+            out_dir / f"{stem}.png",
+            cell,
+            title=f"{stem}: learned connection weights (alpha={alpha}, beta={beta})",
+        )
         if key == AGNOSTIC:
             cells.update({p: cell for p in positions})
         else:
@@ -384,8 +394,9 @@ def run_differentiable_search(
     alpha = config.alpha or space.alpha
     beta = config.beta or space.beta
     factory = SupergraphFactory(space, config.position_specific, config.temperature)
-    search_spec = spec.replace(run_dir=str(run_dir / "search"), cell="none",
-                               op_channel_ratio=space.op_channel_ratio)
+    search_spec = spec.replace(
+        run_dir=str(run_dir / "search"), cell="none", op_channel_ratio=space.op_channel_ratio
+    )
     train_ds, val_ds = _build_datasets(search_spec)
     num_classes = spec.num_classes or int(train_ds.num_classes)  # type: ignore[attr-defined]
     input_shape = spec.input_shape or tuple(train_ds.clip_shape)  # type: ignore[attr-defined]
@@ -409,7 +420,10 @@ def run_differentiable_search(
     if not spec.resume:
         (run_dir / "telemetry.jsonl").unlink(missing_ok=True)
     result = run_trial(
-        search_spec, module_factory=factory, hooks=hooks, exclude_parameters=exclude,
+        search_spec,
+        module_factory=factory,
+        hooks=hooks,
+        exclude_parameters=exclude,
         datasets=(train_ds, val_ds),
     )
     if not result.ok:
@@ -419,8 +433,14 @@ def run_differentiable_search(
     out = DifferentiableSearchResult(cells, files, result, run_dir=run_dir)
     if config.retrain:
         out.retrained = retrain_comparison(
-            spec, cells, config.baselines, run_dir / "retrain", space.op_channel_ratio,
-            num_classes, input_shape, op_params={t: space.op_params(t) for t in space.op_types},
+            spec,
+            cells,
+            config.baselines,
+            run_dir / "retrain",
+            space.op_channel_ratio,
+            num_classes,
+            input_shape,
+            op_params={t: space.op_params(t) for t in space.op_types},
         )
     return out
 
@@ -468,11 +488,16 @@ def retrain_comparison(
     ``op_params``: the space's per-type op options for the derived cells' ops.
     """
     results: dict[str, TrialResult] = {}
-    base = spec.replace(resume=False, num_classes=num_classes, input_shape=tuple(input_shape),
-                        positions=tuple(cells))
+    base = spec.replace(
+        resume=False,
+        num_classes=num_classes,
+        input_shape=tuple(input_shape),
+        positions=tuple(cells),
+    )
     for name in itertools.chain(["derived"], baselines):
-        run = base.replace(run_dir=str(out_dir / name), name=name,
-                           cell=name if name != "derived" else "none")
+        run = base.replace(
+            run_dir=str(out_dir / name), name=name, cell=name if name != "derived" else "none"
+        )
         factory = (
             derived_cell_factory(cells, op_channel_ratio, op_params) if name == "derived" else None
         )
