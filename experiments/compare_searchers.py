@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         settings = {"trial_cost_s": args.trial_cost, "target_seed": args.target_seed}
         n_init, population = 4, 10
     else:
-        sizes = {"train_clips": 64, "val_clips": 64, "epochs": 1} if args.quick else {
+        sizes = {"train_clips": 512, "val_clips": 128, "epochs": 3} if args.quick else {
             "train_clips": 512, "val_clips": 256, "epochs": 4}  # fmt: skip
         spec = task_spec("moving_digits", **sizes).replace(op_channel_ratio=space.op_channel_ratio)
         budget = args.budget or (150.0 if args.quick else 4 * 3600.0)
