@@ -77,25 +77,18 @@ class DotAttention(MatrixAttention):
     def mix(
         self, sim: torch.Tensor, weights: torch.Tensor, activations: Sequence[str]
     ) -> torch.Tensor:
-        """``Σ_a w_a φ_a(sim)`` with few passes over the ``(B', N, N)`` matrix.
+        """``Σ_a w_a φ_a(sim)`` accumulated with fused multiply-adds over ``(B', N, N)``.
 
-        ``none`` and ``relu`` fold into one product ``sim · where(sim > 0, w0 + w1, w0) / N``;
-        the others accumulate with fused multiply-adds. Equals the plain sum exactly (up to
-        rounding).
+        Equals the plain sum (up to rounding) with one pass per activation plus one
+        ``addcmul`` each, instead of separate scale, multiply and add passes.
         """
-        w = dict(zip(activations, weights))
-        n = self.num_positions
         out: torch.Tensor | None = None
-        if "none" in w or "relu" in w:
-            zero = sim.new_zeros(())
-            w0 = w.get("none", zero) / n
-            w1 = w.get("relu", zero) / n
-            out = sim * torch.where(sim > 0, w0 + w1, w0)
-        for a in activations:
+        for wa, a in zip(weights, activations):
             if a in ("none", "relu"):
-                continue
-            term = self.activate(sim, a)
-            out = term * w[a] if out is None else torch.addcmul(out, term, w[a])
+                term, coef = (sim if a == "none" else sim.relu()), wa / self.num_positions
+            else:
+                term, coef = self.activate(sim, a), wa
+            out = term * coef if out is None else torch.addcmul(out, term, coef)
         assert out is not None
         return out
 
