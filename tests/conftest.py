@@ -136,3 +136,31 @@ def _nonlocal_reference(
 def nonlocal_reference() -> Callable[..., Any]:
     """The explicit restatement of pytorchvideo's non-local block (see ``_nonlocal_reference``)."""
     return _nonlocal_reference
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process; a killed but not yet reaped zombie counts as dead.
+
+    In containers the process that inherits orphans may reap them late, so ``os.kill(pid, 0)``
+    alone would call a dead worker alive.
+    """
+    import os
+
+    stat = Path(f"/proc/{pid}/stat")
+    if Path("/proc/self").exists():
+        try:
+            state = stat.read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        return state not in ("Z", "X")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def process_alive() -> Callable[[int], bool]:
+    """``process_alive(pid)``: see ``_process_alive``."""
+    return _process_alive

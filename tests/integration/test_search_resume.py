@@ -21,6 +21,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -107,12 +108,14 @@ def _worker_pids(run_dir: Path, trial_id: int) -> list[int]:
     return [int(x.split()[0]) for x in path.read_text().splitlines()] if path.is_file() else []
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def _any_alive(pids: list[int], alive: Callable[[int], bool], wait_s: float = 10.0) -> bool:
+    """Whether any of ``pids`` is still alive after waiting up to ``wait_s`` for them to go."""
+    deadline = time.monotonic() + wait_s
+    while any(alive(p) for p in pids):
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def _kill_and_resume(
@@ -195,13 +198,15 @@ def _kill_and_resume(
     return at_kill, final, [completed, failed, launched, requeued]
 
 
-def test_kill_and_resume_keeps_every_trial_once(tmp_path: Path) -> None:
+def test_kill_and_resume_keeps_every_trial_once(
+    tmp_path: Path, process_alive: Callable[[int], bool]
+) -> None:
     at_kill, final, _ = _kill_and_resume(tmp_path, _SYNTHETIC_SCRIPT, 8, 3, 60.0)
     run_dir = tmp_path / "run"
     # the workers killed with the search are gone (pids from their marker lines)
     running_before = [tid for tid, r in at_kill.items() if r.state == "running"]
     pids = [p for tid in running_before for p in _worker_pids(run_dir, tid)[:1]]
-    assert not any(_alive(p) for p in pids)
+    assert not _any_alive(pids, process_alive)
     assert all(r.state == "completed" for r in final.values())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -128,7 +129,9 @@ time.sleep(60)
 """
 
 
-def test_worker_exits_when_the_search_process_is_killed(tmp_path: Path) -> None:
+def test_worker_exits_when_the_search_process_is_killed(
+    tmp_path: Path, process_alive: Callable[[int], bool]
+) -> None:
     """Killing only the search process (not its group) still stops its workers (watchdog)."""
     import os
     import signal
@@ -146,9 +149,7 @@ def test_worker_exits_when_the_search_process_is_killed(tmp_path: Path) -> None:
     parent.wait()
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        try:
-            os.kill(worker_pid, 0)
-        except ProcessLookupError:
+        if not process_alive(worker_pid):
             break
         time.sleep(0.05)
     else:
