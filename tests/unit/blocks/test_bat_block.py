@@ -8,8 +8,6 @@ against it over a grid of configurations.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,13 +15,6 @@ import torch.nn.functional as F
 from attnas.blocks.bat import BATBlock, BATransform
 
 ORACLE = "bat_video_block_T4_H8_s4_ts2_k4_tk2.pt"
-
-
-def _shared_dir() -> Path | None:
-    here = Path(__file__).resolve()
-    root = next((p for p in here.parents if (p / "pyproject.toml").exists()), None)
-    shared = root.parent / "shared" if root is not None else None
-    return shared if shared is not None and shared.is_dir() else None
 
 
 def _cbr(x, sd, prefix, train):
@@ -113,11 +104,8 @@ def _randomize(module: torch.nn.Module, seed: int) -> None:
             buf.copy_(val.abs() + 0.5 if name.endswith("running_var") else val * 0.5)
 
 
-def test_naive_restatement_matches_oracle():
-    shared = _shared_dir()
-    if shared is None or not (shared / "oracles" / ORACLE).exists():
-        pytest.skip(f"../shared/oracles/{ORACLE} not available")
-    case = torch.load(shared / "oracles" / ORACLE, weights_only=False)
+def test_naive_restatement_matches_oracle(load_oracle):
+    case = load_oracle(ORACLE)
     c = case["ctor"]
     for train, key in ((False, "output_eval"), (True, "output_train")):
         ref = naive_bat(case["input"], case["state_dict"], c["s"], c["ts"], c["k"], c["tk"], train)

@@ -9,20 +9,12 @@ reuses it for the memory comparison.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from attnas.blocks.rsa import RSA
-
-
-def _shared_dir() -> Path | None:
-    here = Path(__file__).resolve()
-    root = next((p for p in here.parents if (p / "pyproject.toml").exists()), None)
-    shared = root.parent / "shared" if root is not None else None
-    return shared if shared is not None and shared.is_dir() else None
 
 
 def _l2(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -136,11 +128,8 @@ def test_rsa_matches_naive_restatement(cfg):
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-10)
 
 
-def test_naive_restatement_matches_oracle():
-    shared = _shared_dir()
-    if shared is None or not (shared / "oracles" / "rsa_VplusR_VplusR.pt").exists():
-        pytest.skip("../shared/oracles/rsa_VplusR_VplusR.pt not available")
-    case = torch.load(shared / "oracles" / "rsa_VplusR_VplusR.pt", weights_only=False)
+def test_naive_restatement_matches_oracle(load_oracle):
+    case = load_oracle("rsa_VplusR_VplusR.pt")
     c, d = case["ctor"], case["derived"]
     ref = naive_rsa(
         case["input"],

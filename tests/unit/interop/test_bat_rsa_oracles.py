@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -15,21 +13,12 @@ BAT_CASE = "bat_video_block_T4_H8_s4_ts2_k4_tk2.pt"
 RSA_CASE = "rsa_VplusR_VplusR.pt"
 
 
-def _case(name: str) -> dict:
-    here = Path(__file__).resolve()
-    root = next((p for p in here.parents if (p / "pyproject.toml").exists()), None)
-    path = root.parent / "shared" / "oracles" / name if root is not None else None
-    if path is None or not path.exists():
-        pytest.skip(f"oracle ../shared/oracles/{name} not available")
-    return torch.load(path, weights_only=False)  # holds non-tensor metadata (ctor, notes)
-
-
 def _ctor(case: dict) -> dict:
     return {k: v for k, v in case["ctor"].items() if k != "cls"}
 
 
-def test_bat_oracle_eval_and_train():
-    case = _case(BAT_CASE)
+def test_bat_oracle_eval_and_train(load_oracle):
+    case = load_oracle(BAT_CASE)
     module = load_official("bat_video.BATBlock", case["state_dict"], **_ctor(case))
     assert isinstance(module, BATBlock)
     assert next(module.parameters()).dtype == torch.float64
@@ -39,8 +28,8 @@ def test_bat_oracle_eval_and_train():
     torch.testing.assert_close(module(case["input"]), case["output_train"], rtol=0, atol=1e-10)
 
 
-def test_rsa_oracle_eval():
-    case = _case(RSA_CASE)
+def test_rsa_oracle_eval(load_oracle):
+    case = load_oracle(RSA_CASE)
     module = load_official("rsa.RSA", case["state_dict"], **_ctor(case)).eval()
     assert isinstance(module, RSA)
     assert (module.dk, module.dv, module.dd) == tuple(
@@ -73,8 +62,8 @@ def test_rsa_official_defaults_apply():
     torch.testing.assert_close(dst(x), src(x), rtol=0, atol=0)
 
 
-def test_unknown_missing_and_mismatched_keys_are_named():
-    case = _case(RSA_CASE)
+def test_unknown_missing_and_mismatched_keys_are_named(load_oracle):
+    case = load_oracle(RSA_CASE)
     ctor, sd = _ctor(case), dict(case["state_dict"])
     with pytest.raises(InteropError, match=r"unexpected key.*'extra\.weight'"):
         load_official("rsa.RSA", {**sd, "extra.weight": torch.zeros(1)}, **ctor)
@@ -82,7 +71,7 @@ def test_unknown_missing_and_mismatched_keys_are_named():
         load_official("rsa.RSA", {k: v for k, v in sd.items() if k != "G.weight"}, **ctor)
     with pytest.raises(InteropError, match=r"shape mismatch for 'H2.weight'"):
         load_official("rsa.RSA", {**sd, "H2.weight": torch.zeros(3, 1, 3, 5, 5)}, **ctor)
-    bat = _case(BAT_CASE)
+    bat = load_oracle(BAT_CASE)
     bsd = {k: v for k, v in bat["state_dict"].items() if not k.startswith("batransform.conv_t")}
     with pytest.raises(InteropError, match=r"missing key.*'batransform\.conv_t\.bias'"):
         load_official("bat_video.BATBlock", bsd, **_ctor(bat))
