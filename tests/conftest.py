@@ -4,8 +4,9 @@
   False. torch is imported lazily there, so collecting pure-data tests stays torch-free.
 - ``shared_dir``: the spec folder ``../shared`` next to the repository root (the first parent of
   this file holding ``pyproject.toml``); tests that need it are skipped when it is absent.
-- ``load_oracle``: loads ``shared/oracles/<name>`` (a trusted project file, hence
-  ``weights_only=False``), skipping with a reason when the file is missing.
+- ``load_oracle``: loads ``tests/data/oracles/<name>``, the repository's copies of the authors'
+  reference outputs (a trusted project file, hence ``weights_only=False``), so the checks
+  against the authors' code run in a plain clone without ``../shared``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ def shared_path() -> Path:
     return repo_root().parent / "shared"
 
 
+ORACLE_DIR = Path(__file__).resolve().parent / "data" / "oracles"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu_items:
@@ -54,14 +58,17 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def load_oracle(shared_dir: Path) -> Callable[[str], dict[str, Any]]:
-    """``load_oracle(name)`` -> the dict saved in ``shared/oracles/<name>``; skips when missing."""
+def load_oracle() -> Callable[[str], dict[str, Any]]:
+    """``load_oracle(name)`` -> the dict saved in ``tests/data/oracles/<name>``.
+
+    A missing file is an error, not a skip: the copies are part of the repository.
+    """
     import torch
 
     def _load(name: str) -> dict[str, Any]:
-        path = shared_dir / "oracles" / name
+        path = ORACLE_DIR / name
         if not path.is_file():
-            pytest.skip(f"oracle file {path} is absent")
+            raise FileNotFoundError(f"oracle file {path} is missing from the repository")
         # Trusted project file holding a dict of tensors and plain constructor arguments.
         return torch.load(path, weights_only=False)
 
