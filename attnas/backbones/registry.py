@@ -1,23 +1,24 @@
 """Backbone registry: ``@register_backbone`` + ``build_backbone(name, ...)`` + ``list_backbones``.
 
-Modelled on timm's ``register_model`` / ``create_model``: a plain dict filled by a decorator
-that refuses a duplicate name. A registered builder is any callable
+Modelled on timm's ``register_model`` / ``create_model``: one ``attnas.registry.Registry``
+filled by a decorator that refuses a duplicate name. A registered builder is any callable
 ``builder(num_classes, input_shape, **kwargs) -> VideoBackbone``; ``input_shape=None`` means
 the builder's default clip.
 """
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from attnas.registry import Registry
+
 BackboneBuilder = Callable[..., nn.Module]
 
-_BACKBONES: dict[str, BackboneBuilder] = {}
+_BACKBONES: Registry[BackboneBuilder] = Registry("backbone")
 
 
 def register_backbone(
@@ -39,13 +40,7 @@ def register_backbone(
     """
 
     def _register(builder: BackboneBuilder) -> BackboneBuilder:
-        key = name or builder.__name__
-        if key in _BACKBONES:
-            raise ValueError(
-                f"backbone {key!r} is already registered (by {_BACKBONES[key].__module__}); "
-                "pick another name"
-            )
-        _BACKBONES[key] = builder
+        _BACKBONES.add(name or builder.__name__, builder)
         return builder
 
     if fn is not None:
@@ -62,10 +57,7 @@ def list_backbones(pattern: str | None = None) -> list[str]:
     Returns:
         The matching names in sorted order.
     """
-    names = sorted(_BACKBONES)
-    if pattern is None:
-        return names
-    return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    return _BACKBONES.names(pattern)
 
 
 def build_backbone(
@@ -95,9 +87,7 @@ def build_backbone(
     Raises:
         KeyError: If ``name`` is not registered (the message lists the registered names).
     """
-    if name not in _BACKBONES:
-        raise KeyError(f"unknown backbone {name!r}; registered backbones: {list_backbones()}")
-    model = _BACKBONES[name](num_classes=num_classes, input_shape=input_shape, **kwargs)
+    model = _BACKBONES.get(name)(num_classes=num_classes, input_shape=input_shape, **kwargs)
     if checkpoint is not None:
         from attnas.backbones.checkpoint import load_checkpoint
 

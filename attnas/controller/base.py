@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from attnas.registry import Registry
 from attnas.space import CellSpec, SearchSpace
 
 TRIAL_STATES = ("pending", "running", "completed", "failed")
@@ -317,27 +318,19 @@ def _random_distinct(
 
 
 S = TypeVar("S")
-_SEARCHERS: dict[str, Callable[..., Any]] = {}
+_SEARCHERS: Registry[Callable[..., Any]] = Registry("searcher")
 
 
 def register_searcher(name: str) -> Callable[[S], S]:
     """Class decorator registering a searcher under ``name``; a duplicate name is an error."""
-
-    def deco(cls: S) -> S:
-        if name in _SEARCHERS:
-            raise ValueError(f"searcher {name!r} is already registered")
-        _SEARCHERS[name] = cls  # type: ignore[assignment]
-        return cls
-
-    return deco
+    return _SEARCHERS.register(name)  # type: ignore[return-value]
 
 
-def list_searchers() -> list[str]:
-    return sorted(_SEARCHERS)
+def list_searchers(pattern: str | None = None) -> list[str]:
+    """Registered searcher names, sorted, optionally filtered by a glob ``pattern``."""
+    return _SEARCHERS.names(pattern)
 
 
 def build_searcher(name: str, space: SearchSpace, **kwargs: Any) -> Searcher:
     """The searcher registered as ``name``, built for ``space`` with keyword arguments."""
-    if name not in _SEARCHERS:
-        raise KeyError(f"unknown searcher {name!r}; registered: {list_searchers()}")
-    return _SEARCHERS[name](space, **kwargs)
+    return _SEARCHERS.get(name)(space, **kwargs)

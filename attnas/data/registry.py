@@ -7,16 +7,17 @@ new dataset with ``@register_dataset("name")`` and a config file; nothing else c
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from torch.utils.data import Dataset
 
+from attnas.registry import Registry
+
 DatasetBuilder = Callable[..., Dataset]
 _B = TypeVar("_B", bound=DatasetBuilder)
 
-_DATASETS: dict[str, DatasetBuilder] = {}
+_DATASETS: Registry[DatasetBuilder] = Registry("dataset")
 
 
 def register_dataset(name: str) -> Callable[[_B], _B]:
@@ -32,16 +33,7 @@ def register_dataset(name: str) -> Callable[[_B], _B]:
         ValueError: if ``name`` is already registered.
     """
 
-    def decorator(builder: _B) -> _B:
-        if name in _DATASETS:
-            raise ValueError(
-                f"dataset {name!r} is already registered (by {_DATASETS[name].__module__}."
-                f"{_DATASETS[name].__qualname__})"
-            )
-        _DATASETS[name] = builder
-        return builder
-
-    return decorator
+    return _DATASETS.register(name)  # type: ignore[return-value]
 
 
 def build_dataset(name: str, **kwargs: Any) -> Dataset:
@@ -57,12 +49,9 @@ def build_dataset(name: str, **kwargs: Any) -> Dataset:
     Raises:
         KeyError: for an unknown name, listing the known ones.
     """
-    if name not in _DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; registered: {sorted(_DATASETS)}")
-    return _DATASETS[name](**kwargs)
+    return _DATASETS.get(name)(**kwargs)
 
 
 def list_datasets(pattern: str | None = None) -> list[str]:
     """Registered dataset names, sorted, optionally filtered by a glob ``pattern``."""
-    names = sorted(_DATASETS)
-    return names if pattern is None else [n for n in names if fnmatch.fnmatch(n, pattern)]
+    return _DATASETS.names(pattern)

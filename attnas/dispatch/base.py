@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from attnas.registry import Registry
+
 
 @dataclass(frozen=True)
 class TrialEvent:
@@ -84,24 +86,17 @@ def resolve_trial_fn(path: str) -> Callable[[dict[str, Any]], Mapping[str, Any]]
 
 
 D = TypeVar("D")
-_DISPATCHERS: dict[str, Callable[..., Dispatcher]] = {}
+_DISPATCHERS: Registry[Callable[..., Dispatcher]] = Registry("dispatcher")
 
 
 def register_dispatcher(name: str) -> Callable[[D], D]:
     """Class decorator registering a dispatcher under ``name``; a duplicate name is an error."""
-
-    def deco(cls: D) -> D:
-        if name in _DISPATCHERS:
-            raise ValueError(f"dispatcher {name!r} is already registered")
-        _DISPATCHERS[name] = cls  # type: ignore[assignment]
-        return cls
-
-    return deco
+    return _DISPATCHERS.register(name)  # type: ignore[return-value]
 
 
-def list_dispatchers() -> list[str]:
-    """Names of the registered dispatchers."""
-    return sorted(_DISPATCHERS)
+def list_dispatchers(pattern: str | None = None) -> list[str]:
+    """Names of the registered dispatchers, optionally filtered by a glob ``pattern``."""
+    return _DISPATCHERS.names(pattern)
 
 
 def build_dispatcher(name: str, **kwargs: Any) -> Dispatcher:
@@ -110,6 +105,4 @@ def build_dispatcher(name: str, **kwargs: Any) -> Dispatcher:
     Raises:
         KeyError: for an unknown name (the message lists the registered ones).
     """
-    if name not in _DISPATCHERS:
-        raise KeyError(f"unknown dispatcher {name!r}; registered: {list_dispatchers()}")
-    return _DISPATCHERS[name](**kwargs)
+    return _DISPATCHERS.get(name)(**kwargs)

@@ -12,9 +12,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from attnas.ops.base import AttentionOp
+from attnas.registry import Registry
 from attnas.space import ACTIVATIONS, DIMS, OpSpec, SpecError, declare_op_type, op_type_capabilities
 
-_OPS: dict[str, type[AttentionOp]] = {}
+_OPS: Registry[type[AttentionOp]] = Registry("op type")
 
 
 def register_op(
@@ -38,12 +39,12 @@ def register_op(
 
     def deco(cls: type[AttentionOp]) -> type[AttentionOp]:
         if name in _OPS:
-            raise ValueError(f"op type {name!r} is already registered by {_OPS[name].__name__}")
+            raise ValueError(f"op type {name!r} is already registered by {_OPS.get(name).__name__}")
         if not issubclass(cls, AttentionOp):
             raise TypeError(f"{cls.__name__} must subclass AttentionOp to be registered as an op")
         declare_op_type(name, tuple(dims), tuple(activations))
         cls.op_type = name
-        _OPS[name] = cls
+        _OPS.add(name, cls)
         return cls
 
     return deco
@@ -52,15 +53,13 @@ def register_op(
 def list_ops() -> list[str]:
     """Names of the registered op types."""
     _import_builtins()
-    return sorted(_OPS)
+    return _OPS.names()
 
 
 def op_class(name: str) -> type[AttentionOp]:
+    """The class registered as op type ``name`` (``KeyError`` lists the known ones)."""
     _import_builtins()
-    try:
-        return _OPS[name]
-    except KeyError:
-        raise KeyError(f"unknown op type {name!r}; registered: {sorted(_OPS)}") from None
+    return _OPS.get(name)
 
 
 def all_op_specs() -> list[OpSpec]:

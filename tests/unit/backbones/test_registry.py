@@ -23,7 +23,9 @@ def test_duplicate_name_refused():
 
 
 def test_register_and_build_custom(monkeypatch):
-    monkeypatch.setattr(registry_module, "_BACKBONES", dict(registry_module._BACKBONES))
+    monkeypatch.setattr(
+        registry_module._BACKBONES, "_entries", dict(registry_module._BACKBONES._entries)
+    )
 
     @register_backbone
     def my_net(num_classes, input_shape=None, width=3):
@@ -43,7 +45,9 @@ def test_user_network_as_backbone(monkeypatch):
     """A user's own network: subclass VideoBackbone, register, insert cells."""
     from attnas.backbones import VideoBackbone, insert_cells
 
-    monkeypatch.setattr(registry_module, "_BACKBONES", dict(registry_module._BACKBONES))
+    monkeypatch.setattr(
+        registry_module._BACKBONES, "_entries", dict(registry_module._BACKBONES._entries)
+    )
 
     class TwoConv(VideoBackbone):
         def __init__(self, num_classes, input_shape):

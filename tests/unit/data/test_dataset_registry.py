@@ -28,7 +28,7 @@ def test_register_and_build_custom() -> None:
     try:
         assert build_dataset("_test_tiny", n=2) == [0, 1]
     finally:
-        del _DATASETS["_test_tiny"]
+        _DATASETS.remove("_test_tiny")
 
 
 def test_unknown_clip_option_is_named(tmp_path) -> None:
