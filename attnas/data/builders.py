@@ -13,6 +13,7 @@ Design choices (the spec is silent on them):
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,41 @@ def weizmann4(
     return full.subset(train_idx if split == "train" else val_idx)
 
 
+def build_splits(
+    name: str,
+    common: dict[str, Any] | None = None,
+    train_kwargs: dict[str, Any] | None = None,
+    val_kwargs: dict[str, Any] | None = None,
+) -> tuple[Dataset, Dataset]:
+    """The training and validation splits of a registered dataset, sharing one class map.
+
+    The class-to-index map comes from the training split (or from an explicit ``classes``
+    option) and is passed to the validation builder whenever it takes ``classes``, so a label
+    means the same class in every split; a validation class unknown to training is then an
+    error naming it.
+
+    Args:
+        name: registry name.
+        common: builder arguments of both splits.
+        train_kwargs: builder arguments of the training split only.
+        val_kwargs: builder arguments of the validation split only.
+
+    Returns:
+        ``(train, val)``.
+    """
+    from attnas.data.registry import _DATASETS
+
+    train_opts = {**(common or {}), **(train_kwargs or {})}
+    val_opts = {**(common or {}), **(val_kwargs or {})}
+    train = build_dataset(name, split="train", **train_opts)
+    classes = getattr(train, "classes", None)
+    takes_classes = "classes" in inspect.signature(_DATASETS.get(name)).parameters
+    if classes is not None and takes_classes and val_opts.get("classes") is None:
+        val_opts["classes"] = list(classes)
+    val = build_dataset(name, split="val", **val_opts)
+    return train, val
+
+
 def build_dataloaders(
     name: str,
     batch_size: int,
@@ -188,8 +224,7 @@ def build_dataloaders(
     Returns:
         ``(train_loader, val_loader)``; their batches are ``ClipBatch``es.
     """
-    train_ds: Dataset = build_dataset(name, split="train", **{**kwargs, **(train_kwargs or {})})
-    val_ds: Dataset = build_dataset(name, split="val", **{**kwargs, **(val_kwargs or {})})
+    train_ds, val_ds = build_splits(name, kwargs, train_kwargs, val_kwargs)
     common: dict[str, Any] = {
         "num_workers": num_workers,
         "collate_fn": collate_skip_failed,

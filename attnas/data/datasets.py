@@ -18,7 +18,13 @@ Design choices (the spec is silent on them):
   and the trainer averages the softmax scores over V.
 - Labels are class indices into ``dataset.classes`` (sorted folder names, or sorted CSV label
   names; CSV labels that are all integers are used as indices directly). Pass ``classes`` to fix
-  the mapping across train and validation files.
+  the mapping across train and validation files; ``attnas.data.build_splits`` does so with the
+  training split's classes, so every split shares one map. With ``classes`` given, a class
+  folder or CSV label outside it is an error naming it (never a silently renumbered label).
+- A training set in which a class has no readable video is an error naming the class.
+- Videos shorter than a clip's span are padded (their last frame repeats, ``video.py``); the
+  header probe finds them at construction and lists them in ``dataset.padded`` (``{path:
+  frames}``), with a warning, so reports can count them.
 """
 
 from __future__ import annotations
@@ -218,6 +224,7 @@ class VideoClipDataset(Dataset):
     Attributes:
         classes, num_classes, records, labels, groups, root, train, options.
         invalid: ``{path: reason}`` of files dropped by validation.
+        padded: ``{path: frames}`` of videos shorter than a clip's span (found by validation).
         failures: ``{path: reason}`` of items that failed in this process (the main process
             when ``num_workers=0``; use ``ClipBatch.failed`` + ``FailureLog`` across workers).
     """
@@ -241,6 +248,7 @@ class VideoClipDataset(Dataset):
         self.transform = self.options.transform(train)
         self.cache = DecodedClipCache(cache_dir) if cache_dir is not None else None
         self.invalid: dict[str, str] = {}
+        self.padded: dict[str, int] = {}
         self.failures: dict[str, str] = {}
         records = list(records)
         if not records:
@@ -250,16 +258,37 @@ class VideoClipDataset(Dataset):
                 raise ValueError(f"{r.path}: label {r.label} outside [0, {len(self.classes)})")
         if validate:
             records = self._validate(records)
+            if train:
+                self._check_every_class(records)
         self.records = records
+
+    def _min_frames(self) -> int:
+        """Frames a video needs for one clip without repeating its last frame."""
+        if self.options.sampling == "segment":
+            return self.options.num_frames
+        return self.sampler.span
+
+    def _check_every_class(self, records: list[VideoRecord]) -> None:
+        seen = {r.label for r in records}
+        empty = [c for i, c in enumerate(self.classes) if i not in seen]
+        if empty:
+            raise NoReadableVideosError(
+                f"{self.root}: class(es) {empty} have no readable training video"
+            )
 
     def _validate(self, records: list[VideoRecord]) -> list[VideoRecord]:
         kept = []
+        need = self._min_frames()
         for r in records:
             try:
-                video.probe_video(r.path)
+                info = video.probe_video(r.path)
                 kept.append(r)
             except video.VideoDecodeError as err:
                 self.invalid[str(r.path)] = str(err)
+                continue
+            frames = _window_frames(info, r)
+            if 0 < frames < need:
+                self.padded[str(r.path)] = frames
         if not kept:
             names = ", ".join(sorted(Path(p).name for p in self.invalid)[:10])
             raise NoReadableVideosError(
@@ -269,6 +298,13 @@ class VideoClipDataset(Dataset):
             warnings.warn(
                 f"{self.root}: skipping {len(self.invalid)} unreadable videos: "
                 + ", ".join(sorted(self.invalid)),
+                stacklevel=3,
+            )
+        if self.padded:
+            warnings.warn(
+                f"{self.root}: {len(self.padded)} video(s) shorter than a clip's {need} frames "
+                "are padded by repeating their last frame: "
+                + ", ".join(f"{p} ({n})" for p, n in sorted(self.padded.items())),
                 stacklevel=3,
             )
         return kept
@@ -358,15 +394,31 @@ class VideoClipDataset(Dataset):
         return clip, record.label
 
 
+def _window_frames(info: video.VideoInfo, record: VideoRecord) -> int:
+    """Frames of a record's window from its header (0 when the header does not say)."""
+    n = info.num_frames or round(info.duration_sec * info.fps)
+    if record.start_sec is None and record.end_sec is None:
+        return int(n)
+    end = record.end_sec if record.end_sec is not None else info.duration_sec
+    window = round((end - (record.start_sec or 0.0)) * info.fps)
+    return int(min(n, window) if n else window)
+
+
 def _scan_folder(
     root: Path, classes: Sequence[str] | None, extensions: Sequence[str]
 ) -> tuple[list[VideoRecord], list[str]]:
     if not root.is_dir():
         raise FileNotFoundError(f"video folder {root} does not exist")
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if classes is None:
-        classes = sorted(
-            p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-        )
+        classes = folders
+    else:
+        unknown = [f for f in folders if f not in classes]
+        if unknown:
+            raise ValueError(
+                f"video folder {root}: class folder(s) {unknown} are not among the classes "
+                f"{list(classes)} (those of the training split, or the given class list)"
+            )
     if not classes:
         raise FileNotFoundError(f"video folder {root} has no class subfolders")
     exts = {e.lower() for e in extensions}
@@ -514,7 +566,8 @@ class CsvVideoDataset(VideoClipDataset):
         for path, name, start, end, group in rows:
             if name not in index:
                 raise ValueError(
-                    f"{csv_path}: label {name!r} of {path} not in classes {list(classes)}"
+                    f"{csv_path}: label {name!r} of {path} is not among the classes "
+                    f"{list(classes)} (those of the training split, or the given class list)"
                 )
             p = Path(path)
             records.append(

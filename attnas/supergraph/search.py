@@ -316,12 +316,9 @@ def _split_train(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, D
 
 
 def _build_datasets(spec: TrialSpec) -> tuple[Dataset, Dataset]:
-    from attnas.data import build_dataset
+    from attnas.data.builders import build_splits
 
-    common = dict(spec.dataset_kwargs)
-    train = build_dataset(spec.dataset, split="train", **{**common, **spec.train_kwargs})
-    val = build_dataset(spec.dataset, split="val", **{**common, **spec.val_kwargs})
-    return train, val
+    return build_splits(spec.dataset, spec.dataset_kwargs, spec.train_kwargs, spec.val_kwargs)
 
 
 def _heldout_loader(data: Dataset, spec: TrialSpec) -> DataLoader:

@@ -127,12 +127,51 @@ def build_model(spec: TrialSpec, num_classes: int, input_shape: tuple[int, int, 
 
 
 def _datasets(spec: TrialSpec) -> tuple[Dataset, Dataset]:
-    from attnas.data import build_dataset
+    from attnas.data.builders import build_splits
 
-    common = dict(spec.dataset_kwargs)
-    train = build_dataset(spec.dataset, split="train", **{**common, **spec.train_kwargs})
-    val = build_dataset(spec.dataset, split="val", **{**common, **spec.val_kwargs})
-    return train, val
+    return build_splits(spec.dataset, spec.dataset_kwargs, spec.train_kwargs, spec.val_kwargs)
+
+
+def data_report(
+    datasets: tuple[Dataset, Dataset] | None, loader_failures: dict[str, str]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """What went wrong with the data, per split: ``{split: {kind: {path: detail}}}``.
+
+    Kinds: ``unreadable`` (dropped when the dataset opened every header), ``decode_failed``
+    (skipped by the loaders during training or evaluation, ``loader_failures``) and ``padded``
+    (shorter than a clip's span: the last frame repeats; the detail is the frame count). Only
+    non-empty splits and kinds appear, so ``{}`` means the data was read in full.
+    """
+    report: dict[str, dict[str, dict[str, Any]]] = {}
+    if datasets is None:
+        return report
+    left = dict(loader_failures)
+    for split, ds in zip(("train", "val"), datasets):
+        entry: dict[str, dict[str, Any]] = {}
+        if getattr(ds, "invalid", None):
+            entry["unreadable"] = dict(sorted(ds.invalid.items()))  # type: ignore[attr-defined]
+        paths = {str(r.path) for r in getattr(ds, "records", ())}
+        failed = {p: r for p, r in left.items() if p in paths}
+        if failed:
+            entry["decode_failed"] = dict(sorted(failed.items()))
+            left = {p: r for p, r in left.items() if p not in failed}
+        if getattr(ds, "padded", None):
+            entry["padded"] = dict(sorted(ds.padded.items()))  # type: ignore[attr-defined]
+        if entry:
+            report[split] = entry
+    if left:
+        report.setdefault("train", {}).setdefault("decode_failed", {}).update(sorted(left.items()))
+    return report
+
+
+def _failure_lines(report: dict[str, dict[str, dict[str, Any]]]) -> tuple[str, ...]:
+    """``"<split> <kind>: <path>: <reason>"`` of every unreadable or failed item."""
+    return tuple(
+        f"{split} {kind}: {path}: {reason}"
+        for split, kinds in report.items()
+        for kind in ("unreadable", "decode_failed")
+        for path, reason in kinds.get(kind, {}).items()
+    )
 
 
 def _count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int | None:
@@ -208,9 +247,11 @@ def run_trial(
     num_parameters: int | None = None
     flops: int | None = None
     device: torch.device | None = None
+    built: tuple[Dataset, Dataset] | None = None
     try:
         seed_everything(spec.seed)
-        train_ds, val_ds = datasets if datasets is not None else _datasets(spec)
+        built = datasets if datasets is not None else _datasets(spec)
+        train_ds, val_ds = built
         num_classes = spec.num_classes or int(train_ds.num_classes)  # type: ignore[attr-defined]
         input_shape = spec.input_shape or tuple(train_ds.clip_shape)  # type: ignore[attr-defined]
         model = build_model(spec, num_classes, input_shape, module_factory)
@@ -234,6 +275,7 @@ def run_trial(
             torch.cuda.reset_peak_memory_stats(device)
         history = trainer.fit(resume=spec.resume)
         last = history[-1]
+        data = data_report(built, trainer.data_failures)
         result = TrialResult(
             status="completed",
             top1=last.get("val_top1"),
@@ -246,7 +288,8 @@ def run_trial(
             flops=flops,
             seed=spec.seed,
             epochs_completed=trainer.epoch,
-            data_failures=tuple(f"{p}: {r}" for p, r in sorted(trainer.data_failures.items())),
+            data_failures=_failure_lines(data),
+            data_report=data,
             run_dir=spec.run_dir,
         )
     except Exception as err:
@@ -258,6 +301,7 @@ def run_trial(
             raise
         logger.warning("trial failed: %s: %s", type(err).__name__, err)
         history = [] if trainer is None else list(trainer.history)
+        data = data_report(built, {} if trainer is None else trainer.data_failures)
         result = TrialResult(
             status="failed",
             error=_error_text(err),
@@ -268,14 +312,17 @@ def run_trial(
             flops=flops,
             seed=spec.seed,
             epochs_completed=0 if trainer is None else trainer.epoch,
-            data_failures=()
-            if trainer is None
-            else tuple(f"{p}: {r}" for p, r in sorted(trainer.data_failures.items())),
+            data_failures=_failure_lines(data),
+            data_report=data,
             run_dir=spec.run_dir,
         )
     if own_tracker:
         tracker.finish(
-            {k: v for k, v in result.to_dict().items() if k not in ("history", "data_failures")}
+            {
+                k: v
+                for k, v in result.to_dict().items()
+                if k not in ("history", "data_failures", "data_report")
+            }
         )
     if run_dir is not None and info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -273,7 +273,11 @@ class TrialResult:
         flops: FLOPs of one forward pass of one clip (``attnas.backbones.count_flops``).
         seed: The seed the trial ran with.
         epochs_completed: Epochs finished (including those restored by resume).
-        data_failures: ``"path: reason"`` of the items the data loaders skipped.
+        data_failures: ``"<split> <kind>: path: reason"`` of every video dropped as unreadable
+            when the dataset opened it or skipped by the data loaders.
+        data_report: ``{split: {kind: {path: detail}}}`` with kinds ``unreadable``,
+            ``decode_failed`` and ``padded`` (``attnas.train.run.data_report``); ``{}`` when
+            every video was read in full.
         run_dir: The run directory, if any.
     """
 
@@ -290,6 +294,7 @@ class TrialResult:
     seed: int | None = None
     epochs_completed: int = 0
     data_failures: tuple[str, ...] = ()
+    data_report: dict[str, Any] = field(default_factory=dict)
     run_dir: str | None = None
 
     def __post_init__(self) -> None:
