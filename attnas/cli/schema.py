@@ -112,6 +112,7 @@ class TrainerConf:
     device: str = "auto"
     progress: bool | None = None
     checkpoint_every: int = 1
+    max_val_nonfinite: float = 0.0
 
 
 @dataclass

@@ -5,10 +5,11 @@ Design choices (the spec is silent on them):
 - ``__getitem__`` never raises for a bad file: a video that cannot be opened or decoded yields a
   ``FailedItem(path, reason)`` instead of ``(clip, label)``. ``collate_skip_failed`` drops those
   and lists them in the batch (``ClipBatch.failed``), so failures travel from DataLoader worker
-  processes to the trainer, which feeds every batch to a ``FailureLog`` and calls
-  ``end_epoch()`` for the report (file names and reasons). A batch in which every item failed has
-  zero-length ``clips``/``labels``; the trainer skips it. ``FailureLog.end_epoch`` raises
-  ``NoReadableVideosError`` naming the dataset root when every item of the epoch failed.
+  processes to the trainer, which feeds every batch to a ``FailureLog`` (one per epoch and
+  loader) and logs its report (file names and reasons) when items were skipped. A batch in
+  which every item failed has zero-length ``clips``/``labels``; the trainer skips it, and raises
+  ``NoReadableVideosError`` (with the report) for an epoch in which no item was read, on every
+  rank. ``FailureLog.end_epoch`` does the same for a caller's own loop.
 - Up-front validation (``validate=True``, the default) opens every file's header once at
   construction (about a millisecond a file): unreadable files are removed from the dataset,
   listed in ``dataset.invalid`` and warned about; if none is readable the constructor raises

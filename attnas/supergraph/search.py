@@ -17,6 +17,12 @@ checkpoints) and kept out of the network optimiser. For ``warmup_epochs`` epochs
 weights stay frozen (the network learns first, as DARTS-style searches commonly do). The
 softmax temperature is the ``ArchitectureWeights``'.
 
+Under fp16 autocast the trainer's GradScaler scales the loss, so the joint step's gradients of
+the connection weights carry the scale: they are divided by ``trainer.grad_scale`` before the
+Adam step, and a step whose gradients are not finite (after the DDP all-reduce, so every rank
+agrees) is skipped and counted (``arch_skipped_steps``), as ``GradScaler.step`` skips the
+network optimiser's. The bilevel step's held-out gradients come from an unscaled loss.
+
 After every epoch the hook records the entropy of each softmax, the currently derived cell(s)
 and the top sink weights: as metrics through the tracker and as one JSON line in
 ``telemetry.jsonl``. A killed search resumes from its last epoch checkpoint (network weights,
@@ -48,7 +54,7 @@ from attnas.supergraph.derive import derive_cell
 from attnas.supergraph.graph import SuperGraph
 from attnas.supergraph.plot import plot_weights
 from attnas.supergraph.weights import ArchitectureWeights
-from attnas.train import TrainerHook, TrialResult, TrialSpec, run_trial
+from attnas.train import TrainerHook, TrialResult, TrialSpec, run_trial, unscale_and_check
 
 logger = logging.getLogger("attnas.supergraph")
 
@@ -185,6 +191,7 @@ class ArchitectureStep(TrainerHook):
             weight_decay=config.arch_weight_decay,
         )
         self.steps = 0
+        self.skipped_steps = 0
         self._heldout_iter: Iterator[Any] | None = None
         self._heldout_epoch = 0
         # Batches of the current held-out pass already used: with the per-pass seed below this
@@ -198,12 +205,20 @@ class ArchitectureStep(TrainerHook):
             for p in self.params:
                 p.grad = None
             return
+        scale = getattr(trainer, "grad_scale", 1.0)  # the training loss's GradScaler factor
         if self.config.mode == "bilevel":
             self._heldout_gradients(trainer)
+            scale = 1.0
         _all_reduce_grads(self.params)
-        self.optimizer.step()
+        if not unscale_and_check(self.params, scale):
+            self.skipped_steps += 1
+            logger.warning(
+                "step %d: non-finite connection-weight gradients, architecture step skipped", step
+            )
+        else:
+            self.optimizer.step()
+            self.steps += 1
         self.optimizer.zero_grad(set_to_none=True)
-        self.steps += 1
 
     def _heldout_gradients(self, trainer: Any) -> None:
         """Replace the training-loss gradients by those of a held-out batch (first order)."""
@@ -253,7 +268,13 @@ class ArchitectureStep(TrainerHook):
         return it
 
     def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, Any]) -> None:
-        record: dict[str, Any] = {"epoch": epoch + 1, "arch_steps": self.steps, "positions": {}}
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "arch_steps": self.steps,
+            "arch_skipped_steps": self.skipped_steps,
+            "positions": {},
+        }
+        metrics["arch_skipped_steps"] = self.skipped_steps
         for key, weights in self.factory.weights.items():
             ent = weights.entropies()
             cell = derive_cell(weights, self.alpha, self.beta)
@@ -277,6 +298,7 @@ class ArchitectureStep(TrainerHook):
         return {
             "optimizer": self.optimizer.state_dict(),
             "steps": self.steps,
+            "skipped_steps": self.skipped_steps,
             "heldout_epoch": self._heldout_epoch,
             "heldout_pos": self._heldout_pos,
         }
@@ -284,6 +306,7 @@ class ArchitectureStep(TrainerHook):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.steps = int(state["steps"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
         self._heldout_epoch = int(state.get("heldout_epoch", 0))
         self._heldout_pos = int(state.get("heldout_pos", 0))
         self._heldout_iter = None

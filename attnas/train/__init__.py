@@ -20,11 +20,19 @@ from attnas.train.run import build_model, cell_factory, run_trial
 from attnas.train.seeding import derive_seed, deterministic_mode, seed_everything, seed_worker
 from attnas.train.spec import TrainConfig, TrialResult, TrialSpec
 from attnas.train.temporal import set_temporal_kernels_to_one
-from attnas.train.trainer import NonFiniteLossError, Trainer, TrainerHook, WarmupCosine
+from attnas.train.trainer import (
+    NonFiniteLossError,
+    NonFiniteOutputError,
+    Trainer,
+    TrainerHook,
+    WarmupCosine,
+    unscale_and_check,
+)
 
 __all__ = [
     "DistInfo",
     "NonFiniteLossError",
+    "NonFiniteOutputError",
     "TrainConfig",
     "Trainer",
     "TrainerHook",
@@ -47,4 +55,5 @@ __all__ = [
     "seed_worker",
     "set_rng_state",
     "set_temporal_kernels_to_one",
+    "unscale_and_check",
 ]

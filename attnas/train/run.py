@@ -14,6 +14,15 @@ backbone, any other ``Exception`` — gives ``status="failed"`` with the error t
 message and the last traceback lines) and whatever history was completed, unless
 ``spec.raise_on_failure`` is set. ``KeyboardInterrupt`` and ``SystemExit`` are never caught.
 
+Backbone weights (``spec.backbone_checkpoint``) load with
+``attnas.backbones.checkpoint.load_backbone_checkpoint``: strictly, except that a classifier
+head of another size is dropped on purpose; any other difference raises (the trial fails with
+the differing keys named), and what was dropped is logged.
+
+FLOPs are counted once the hooks are built, because a hook may register modules in the model
+(the differentiable search attaches its connection weights there); counting before would see
+parameters outside the model, fail on the meta device and fall back to a full forward pass.
+
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` after a reset at the start of the
 trial; on CPU, the process's peak resident set size (``ru_maxrss``), which is a lifetime
 maximum of the process and hence an upper bound when several trials share one process.
@@ -58,7 +67,8 @@ def cell_factory(
     """The module factory for a spec's ``cell`` value.
 
     Args:
-        cell: ``"none"``, ``"nonlocal"``, a cell file path, or a ``CellSpec`` dict.
+        cell: ``"none"``, ``"nonlocal"``, a cell file path, a cell-set file path
+            (``attnas.cells.CellSet``: its cells go to its positions), or a ``CellSpec`` dict.
         op_channel_ratio: ``C_op = max(1, round(C * ratio))`` for attention cells.
         op_params: Per-op-type ``build_op`` options.
 
@@ -84,6 +94,10 @@ def cell_factory(
             raise FileNotFoundError(
                 f"cell {cell!r} is not 'none', 'nonlocal' or an existing cell file"
             )
+        from attnas.cells import CellSet, is_cell_set
+
+        if is_cell_set(path):  # one cell per position (a position-specific search)
+            return CellSet.load(path, op_channel_ratio, op_params)
         spec = CellSpec.load(path)
     else:
         spec = CellSpec.from_dict(cell)
@@ -99,6 +113,10 @@ def build_model(spec: TrialSpec, num_classes: int, input_shape: tuple[int, int, 
                 module_factory: ModuleFactory | None = None) -> nn.Module:  # fmt: skip
     """The backbone of a spec with its inserted modules (on the CPU).
 
+    ``spec.backbone_checkpoint`` is loaded into the backbone before the modules are inserted
+    (``temporal_kernels_one`` converts the loaded 3D kernels), with
+    ``load_backbone_checkpoint``.
+
     Args:
         spec: The trial spec.
         num_classes: Classifier size.
@@ -107,17 +125,17 @@ def build_model(spec: TrialSpec, num_classes: int, input_shape: tuple[int, int, 
 
     Returns:
         The model.
+
+    Raises:
+        CheckpointMismatchError: If the checkpoint's keys differ beyond a resized head.
     """
     from attnas.backbones import build_backbone, insert_cells
+    from attnas.backbones.checkpoint import load_backbone_checkpoint
 
-    model = build_backbone(
-        spec.backbone,
-        num_classes,
-        input_shape,
-        checkpoint=spec.backbone_checkpoint,
-        strict=False,
-        **spec.backbone_kwargs,
-    )
+    model = build_backbone(spec.backbone, num_classes, input_shape, **spec.backbone_kwargs)
+    if spec.backbone_checkpoint is not None:
+        report = load_backbone_checkpoint(model, spec.backbone_checkpoint)
+        logger.info("loaded %d tensors from %s", len(report.loaded), spec.backbone_checkpoint)
     if spec.temporal_kernels_one:
         set_temporal_kernels_to_one(model)
     factory = module_factory or cell_factory(spec.cell, spec.op_channel_ratio, spec.op_params)
@@ -255,10 +273,10 @@ def run_trial(
         num_classes = spec.num_classes or int(train_ds.num_classes)  # type: ignore[attr-defined]
         input_shape = spec.input_shape or tuple(train_ds.clip_shape)  # type: ignore[attr-defined]
         model = build_model(spec, num_classes, input_shape, module_factory)
-        num_parameters = sum(p.numel() for p in model.parameters())
-        flops = _count_flops(model, input_shape)
         trial_hooks = hooks(model) if callable(hooks) else list(hooks)
         excluded = exclude_parameters(model) if callable(exclude_parameters) else exclude_parameters
+        num_parameters = sum(p.numel() for p in model.parameters())
+        flops = _count_flops(model, input_shape)  # after the hooks: they may add modules
         trainer = Trainer(
             model,
             train_ds,
@@ -281,6 +299,7 @@ def run_trial(
             top1=last.get("val_top1"),
             top5=last.get("val_top5"),
             val_loss=last.get("val_loss"),
+            val_nonfinite=last.get("val_nonfinite"),
             history=tuple(history),
             wall_time_s=time.perf_counter() - start,
             peak_memory_mb=_peak_memory_mb(device),
@@ -305,6 +324,7 @@ def run_trial(
         result = TrialResult(
             status="failed",
             error=_error_text(err),
+            val_nonfinite=history[-1].get("val_nonfinite") if history else None,
             history=tuple(history),
             wall_time_s=time.perf_counter() - start,
             peak_memory_mb=_peak_memory_mb(device),

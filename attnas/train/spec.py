@@ -81,6 +81,12 @@ class TrainConfig:
         progress: Show a tqdm bar (None: only when stderr is a terminal).
         checkpoint_every: Save a checkpoint every this many epochs (0: never; the last epoch
             is always saved when checkpointing is on).
+        max_val_nonfinite: Largest fraction of validation clips whose outputs may be
+            non-finite (NaN or infinite logits) before the trial fails. Such clips always count
+            as errors in top-1/top-5, are left out of ``val_loss`` and are reported as
+            ``val_nonfinite``; an epoch with a larger fraction raises
+            ``NonFiniteOutputError``. Default 0.0: any non-finite validation output fails the
+            trial, as a non-finite training loss does (1.0 never fails).
     """
 
     epochs: int = 1
@@ -107,6 +113,7 @@ class TrainConfig:
     device: str = "auto"
     progress: bool | None = None
     checkpoint_every: int = 1
+    max_val_nonfinite: float = 0.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in _OPTIMIZERS:
@@ -125,6 +132,10 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.warmup_epochs < 0:
             raise ValueError(f"TrainConfig.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if not 0 <= self.max_val_nonfinite <= 1:
+            raise ValueError(
+                f"TrainConfig.max_val_nonfinite must be in [0, 1], got {self.max_val_nonfinite}"
+            )
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,8 +175,8 @@ class TrialSpec:
         num_classes: Classes (None: the dataset's ``num_classes``).
         input_shape: Clip shape ``(3, T, H, W)`` (None: the dataset's ``clip_shape``).
         backbone_kwargs: Extra backbone builder arguments.
-        backbone_checkpoint: Local weights for the backbone (``strict=False``: inserted
-            modules are new).
+        backbone_checkpoint: Local weights for the backbone, loaded strictly except for a
+            classifier head of another size (``load_backbone_checkpoint``).
         temporal_kernels_one: Replace every temporal kernel by 1 (a frame-wise control model,
             see ``attnas.train.temporal``).
         train: The training config.
@@ -263,9 +274,13 @@ class TrialResult:
         error: Error text of a failed trial (exception type, message and traceback tail).
         top1: Final validation top-1 accuracy in [0, 1] (None if not reached).
         top5: Final validation top-5 accuracy (top-k with k = min(5, classes)).
-        val_loss: Final validation cross-entropy.
+        val_loss: Final validation cross-entropy (over the clips with finite outputs).
+        val_nonfinite: Validation clips of the last evaluated epoch whose outputs were not
+            finite (counted as errors in ``top1``/``top5``; see
+            ``TrainConfig.max_val_nonfinite``).
         history: One dict per completed epoch: ``epoch``, ``train_loss``, ``train_acc``,
-            ``val_loss``, ``val_top1``, ``val_top5``, ``lr``, ``epoch_time_s``, ``clips_per_s``.
+            ``val_loss``, ``val_top1``, ``val_top5``, ``val_nonfinite``, ``lr``,
+            ``epoch_time_s``, ``clips_per_s``, ``skipped_items``.
         wall_time_s: Seconds from the start of ``run_trial`` to the end.
         peak_memory_mb: Peak CUDA memory allocated (CUDA) or the process's peak resident set
             size (CPU; a lifetime maximum of the process, so an upper bound for one trial).
@@ -286,6 +301,7 @@ class TrialResult:
     top1: float | None = None
     top5: float | None = None
     val_loss: float | None = None
+    val_nonfinite: int | None = None
     history: tuple[dict[str, float], ...] = ()
     wall_time_s: float = 0.0
     peak_memory_mb: float | None = None

@@ -30,6 +30,19 @@ Design choices where the spec is silent:
   the true class (plain cross-entropy when V = 1).
 - A non-finite training loss raises ``NonFiniteLossError`` (all ranks agree under DDP);
   ``run_trial`` turns it into a failed trial.
+- Non-finite validation outputs: a clip whose averaged log-probabilities are not all finite is
+  an error (``topk`` would rank NaN first and score it as a prediction), is left out of the
+  validation loss and is counted in ``val_nonfinite``. When more than
+  ``config.max_val_nonfinite`` of the clips are such, ``fit`` records the epoch's metrics and
+  raises ``NonFiniteOutputError`` (default 0: any).
+- Unreadable items: every batch's failed items go to a ``FailureLog`` per epoch and loader;
+  its report is logged when items were skipped, and an epoch (training or validation) in which
+  no item at all was read raises ``NoReadableVideosError`` (all ranks agree under DDP) instead
+  of reporting loss 0 and top-1 0.
+- Mixed precision: ``grad_scale`` is the factor the step's gradients carry (the GradScaler's
+  scale before its update; 1.0 without fp16). A hook that steps its own optimiser on those
+  gradients divides by it and skips a step whose gradients are not finite
+  (``unscale_and_check``), as ``GradScaler.step`` does for the network optimiser.
 """
 
 from __future__ import annotations
@@ -62,6 +75,32 @@ CHECKPOINT_NAME = "last.pt"
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class NonFiniteOutputError(RuntimeError):
+    """More validation clips than ``TrainConfig.max_val_nonfinite`` allows had non-finite logits."""
+
+
+def unscale_and_check(params: Iterable[nn.Parameter], scale: float) -> bool:
+    """Divide the gradients of ``params`` by ``scale`` in place; whether all are finite.
+
+    For an optimiser outside the trainer's GradScaler (a hook's) stepping on gradients of the
+    scaled loss. Call it before ``step`` and skip the step when it returns False.
+
+    Args:
+        params: The parameters whose ``.grad`` to unscale (those without a gradient are skipped).
+        scale: ``Trainer.grad_scale`` of the step.
+
+    Returns:
+        True when every gradient is finite after unscaling.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return True
+    if scale != 1.0:
+        for g in grads:
+            g.mul_(1.0 / scale)
+    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
 
 
 class TrainerHook:
@@ -181,6 +220,8 @@ class Trainer:
         data_failures: ``{path: reason}`` of every item the loaders skipped so far.
         last_loss: The last training step's loss (a 0-d tensor), for hooks.
         last_logits: The last training step's logits, for hooks.
+        grad_scale: The factor the last step's gradients carry (GradScaler's scale, 1.0
+            without fp16 autocast); see ``unscale_and_check``.
     """
 
     def __init__(
@@ -256,6 +297,7 @@ class Trainer:
         self.data_failures: dict[str, str] = {}
         self.last_loss: torch.Tensor | None = None
         self.last_logits: torch.Tensor | None = None
+        self.grad_scale = 1.0
 
     # ------------------------------------------------------------------ construction helpers
     def _loader(self, data: Dataset | DataLoader, train: bool) -> DataLoader:
@@ -326,6 +368,9 @@ class Trainer:
 
         Raises:
             NonFiniteLossError: If the training loss becomes NaN or infinite.
+            NonFiniteOutputError: If more validation clips than ``config.max_val_nonfinite``
+                allows have non-finite outputs (after the epoch's metrics are recorded).
+            NoReadableVideosError: If an epoch reads no item at all.
         """
         with deterministic_mode(self.config.deterministic):
             path = self.checkpoint_path
@@ -347,8 +392,25 @@ class Trainer:
                 self.tracker.log_metrics(metrics, step=self.global_step)
                 if self.dist.is_main:
                     logger.info(_summary_line(metrics, self.config.epochs))
+                self._check_outputs(metrics)
                 self._maybe_checkpoint()
         return self.history
+
+    def _check_outputs(self, metrics: Mapping[str, Any]) -> None:
+        """Apply ``config.max_val_nonfinite`` to an epoch's validation metrics."""
+        bad, clips = metrics.get("val_nonfinite", 0), metrics.get("val_clips", 0)
+        if not bad:
+            return
+        limit = self.config.max_val_nonfinite
+        logger.warning(
+            "epoch %d: %d of %d validation clips had non-finite outputs (counted as errors)",
+            metrics["epoch"], bad, clips,
+        )  # fmt: skip
+        if bad > limit * clips:
+            raise NonFiniteOutputError(
+                f"epoch {metrics['epoch']}: {bad:.0f} of {clips:.0f} validation clips had "
+                f"non-finite outputs, more than max_val_nonfinite={limit} allows"
+            )
 
     def _maybe_checkpoint(self) -> None:
         path, every = self.checkpoint_path, self.config.checkpoint_every
@@ -381,14 +443,19 @@ class Trainer:
 
         Returns:
             ``epoch`` (1-based), ``train_loss``, ``train_acc``, ``lr``, ``epoch_time_s``,
-            ``clips_per_s``, ``skipped_items``.
+            ``clips_per_s``, ``skipped_items`` (summed over ranks).
+
+        Raises:
+            NoReadableVideosError: If no training item was read in the epoch (every batch
+                failed), on every rank.
         """
         from tqdm.auto import tqdm
 
         self.net.train()
         self._set_epoch(self.train_loader, epoch)
-        sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss*n, correct, n
-        skipped = 0
+        # loss*n, correct, n, failed items
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        failures = self._failure_log(self.train_loader)
         start = time.perf_counter()
         bar = tqdm(
             total=self.steps_per_epoch,
@@ -403,8 +470,7 @@ class Trainer:
                 if i >= self.steps_per_epoch:
                     break
                 x, y, failed = _unpack(batch)
-                skipped += len(failed)
-                self.data_failures.update(dict(failed))
+                self._record_failures(failures, x, y, failed)
                 if y.numel() == 0:
                     continue
                 loss, logits = self._train_step(self._to_device(x), y.to(self.device), epoch, i)
@@ -414,7 +480,7 @@ class Trainer:
                 n = y.numel()
                 with torch.no_grad():
                     correct = (logits.argmax(dim=1).cpu() == y).sum()
-                sums += torch.tensor(
+                sums[:3] += torch.tensor(
                     [loss.item() * n, float(correct), float(n)],
                     dtype=torch.float64,
                     device=self.device,
@@ -429,7 +495,9 @@ class Trainer:
                     )
         finally:
             bar.close()
+        sums[3] = float(failures.num_failed)
         all_reduce_sum(sums)
+        self._check_read(failures, sums[2].item(), sums[3].item(), f"epoch {epoch + 1}: training")
         elapsed = time.perf_counter() - start
         total = max(sums[2].item(), 1.0)
         return {
@@ -439,12 +507,38 @@ class Trainer:
             "lr": self.scheduler.get_last_lr()[0],
             "epoch_time_s": elapsed,
             "clips_per_s": sums[2].item() / max(elapsed, 1e-9),
-            "skipped_items": skipped,
+            "skipped_items": int(sums[3].item()),
         }
+
+    def _failure_log(self, loader: DataLoader) -> Any:
+        from attnas.data import FailureLog
+
+        dataset = getattr(loader, "dataset", None)
+        return FailureLog(getattr(dataset, "root", None) or type(dataset).__name__)
+
+    def _record_failures(
+        self, log: Any, x: torch.Tensor, y: torch.Tensor, failed: list[tuple[str, str]]
+    ) -> None:
+        from attnas.data import ClipBatch
+
+        log.update(ClipBatch(x, y, failed))
+        self.data_failures.update(dict(failed))
+
+    def _check_read(self, log: Any, read: float, failed: float, what: str) -> None:
+        """Raise when no item was read (``read``/``failed`` are summed over ranks); log skips."""
+        from attnas.data import NoReadableVideosError
+
+        if read == 0:
+            raise NoReadableVideosError(
+                f"{what}: no item was read ({failed:.0f} failed on all ranks); {log.report()}"
+            )
+        if log.num_failed:
+            logger.warning("%s: %s", what, log.report())
 
     def _train_step(
         self, x: torch.Tensor, y: torch.Tensor, epoch: int, index: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        self.grad_scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
         self.model.zero_grad(set_to_none=True)
         with self._autocast():
             logits = self.net(x)  # (B, K)
@@ -471,22 +565,32 @@ class Trainer:
     def evaluate(self, loader: DataLoader | None = None) -> dict[str, float]:
         """Top-1, top-5 (k = min(5, classes)) and loss over a loader, averaging views' softmax.
 
+        A clip whose averaged log-probabilities are not all finite counts as an error in top-1
+        and top-5 and is left out of the loss.
+
         Args:
             loader: The loader (None: the validation loader).
 
         Returns:
-            ``loss``, ``top1``, ``top5``, ``clips`` (summed over ranks under DDP).
+            ``loss`` (mean over the clips with finite outputs; NaN if there is none), ``top1``,
+            ``top5``, ``clips``, ``nonfinite`` (clips with non-finite outputs), ``skipped_items``
+            (all summed over ranks under DDP).
+
+        Raises:
+            NoReadableVideosError: If no item of the loader could be read.
         """
         loader = loader or self.val_loader
         if loader is None:
             raise ValueError("Trainer.evaluate: no loader given and no validation data")
         was_training = self.model.training
         self.model.eval()
-        sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, top1, top5, n
+        # loss, top1, top5, n, non-finite, failed items
+        sums = torch.zeros(6, dtype=torch.float64, device=self.device)
+        failures = self._failure_log(loader)
         try:
             for batch in loader:
                 x, y, failed = _unpack(batch)
-                self.data_failures.update(dict(failed))
+                self._record_failures(failures, x, y, failed)
                 if y.numel() == 0:
                     continue
                 views = x.shape[1] if x.dim() == 6 else 1
@@ -498,26 +602,34 @@ class Trainer:
                 logp = F.log_softmax(logits, dim=-1)  # (B*V, K)
                 logp = rearrange(logp, "(b v) k -> b v k", v=views)  # (B, V, K)
                 log_mean = torch.logsumexp(logp, dim=1) - math.log(views)  # (B, K)
+                finite = torch.isfinite(log_mean).all(dim=1)  # (B,)
                 k = min(5, log_mean.shape[1])
                 top = log_mean.topk(k, dim=1).indices  # (B, k)
-                hits = top == y[:, None]  # (B, k)
-                sums += torch.stack(
+                hits = (top == y[:, None]) & finite[:, None]  # (B, k)
+                nll = F.nll_loss(log_mean[finite], y[finite], reduction="sum")
+                sums[:5] += torch.stack(
                     [
-                        F.nll_loss(log_mean, y, reduction="sum").double(),
+                        nll.double(),
                         hits[:, 0].sum().double(),
                         hits.any(dim=1).sum().double(),
                         torch.tensor(float(y.numel()), dtype=torch.float64, device=self.device),
+                        (~finite).sum().double(),
                     ]
                 )
         finally:
             self.model.train(was_training)
+        sums[5] = float(failures.num_failed)
         all_reduce_sum(sums)
-        n = max(sums[3].item(), 1.0)
+        self._check_read(failures, sums[3].item(), sums[5].item(), "evaluation")
+        n = sums[3].item()
+        n_finite = n - sums[4].item()
         return {
-            "loss": sums[0].item() / n,
+            "loss": sums[0].item() / n_finite if n_finite > 0 else math.nan,
             "top1": sums[1].item() / n,
             "top5": sums[2].item() / n,
-            "clips": sums[3].item(),
+            "clips": n,
+            "nonfinite": int(sums[4].item()),
+            "skipped_items": int(sums[5].item()),
         }
 
     # ------------------------------------------------------------------ state
@@ -569,6 +681,10 @@ def _summary_line(metrics: Mapping[str, Any], epochs: int) -> str:
         if key in metrics:
             parts.append(f"{key} {metrics[key]:.4g}")
     parts.append(f"{metrics['clips_per_s']:.1f} clips/s")
+    if metrics.get("val_nonfinite"):
+        parts.append(f"{metrics['val_nonfinite']} val clips non-finite")
     if metrics.get("skipped_items"):
         parts.append(f"skipped {metrics['skipped_items']} unreadable items")
+    if metrics.get("val_skipped_items"):
+        parts.append(f"skipped {metrics['val_skipped_items']} unreadable val items")
     return " | ".join(parts)

@@ -6,20 +6,24 @@ weights, and kill-and-resume (slow).
 from __future__ import annotations
 
 import json
+import logging
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
+from attnas.backbones import build_backbone, insert_cells
 from attnas.space import CellSpec, load_space
 from attnas.supergraph import ArchitectureWeights, derive_cell
 from attnas.supergraph import search as search_mod
 from attnas.supergraph.search import (
     ArchitectureStep,
     DifferentiableSearchConfig,
+    SupergraphFactory,
     run_differentiable_search,
 )
-from attnas.train import TrainConfig, TrialSpec
+from attnas.train import TrainConfig, Trainer, TrainerHook, TrialSpec
 
 SPACE = load_space("attention_nas")
 POSITIONS = ["Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f"]
@@ -235,3 +239,94 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, monkeypatch, mode):
         assert {k: v for k, v in h1.items() if k not in timing} == {
             k: v for k, v in h2.items() if k not in timing
         }
+
+
+def test_flops_are_counted_on_the_meta_device_once_the_weights_are_attached(
+    tmp_path, monkeypatch, caplog
+):
+    import attnas.backbones
+
+    devices: list[str] = []
+    real_count = attnas.backbones.count_flops
+
+    def count(model, input_shape=None, batch=1, device="meta"):
+        devices.append(str(device))
+        return real_count(model, input_shape, batch, device)
+
+    monkeypatch.setattr(attnas.backbones, "count_flops", count)
+    caplog.set_level(logging.INFO, logger="attnas.train")
+    spec = _spec(16, 16, max_steps_per_epoch=1).replace(positions=("Mixed_4b",))
+    result = run_differentiable_search(SPACE, spec, DifferentiableSearchConfig(), tmp_path)
+    assert devices == ["meta"]  # no fallback to a full forward pass on the CPU
+    assert "FLOP count on the meta device failed" not in caplog.text
+    assert result.search.flops is not None and result.search.flops > 0
+
+
+class _RandomClips(torch.utils.data.Dataset):
+    def __init__(self, n: int) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 3, 8, 32, 32, generator=g)
+        self.y = torch.randint(0, 3, (n,), generator=g)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i])
+
+
+class _Overflow(TrainerHook):
+    """Makes the connection-weight gradients infinite, as an fp16 overflow does."""
+
+    def __init__(self, params):
+        self.params = params
+
+    def on_train_step(self, trainer, batch, step):
+        self.params[0].grad.fill_(math.inf)
+
+
+def _two_arch_steps(scale: float | None, overflow: bool = False):
+    """Two joint steps of a supergraph search on i3d_tiny (a supergraph at Mixed_4b), with a
+    real ``GradScaler`` on the CPU when ``scale`` is given (standing in for fp16 on CUDA).
+
+    The first step's connection-weight gradients are zero (the supergraph's residual branch
+    starts at zero); the second step's are not."""
+    torch.manual_seed(0)
+    factory = SupergraphFactory(SPACE, position_specific=False)
+    model = build_backbone("i3d_tiny", 3, (3, 8, 32, 32))
+    insert_cells(model, ["Mixed_4b"], factory)
+    params = factory.attach(model)
+    hook = ArchitectureStep(factory, DifferentiableSearchConfig(), SPACE.alpha, SPACE.beta)
+    config = TrainConfig(epochs=1, batch_size=4, max_steps_per_epoch=2, device="cpu",
+                         progress=False, checkpoint_every=0)  # fmt: skip
+    hooks = [_Overflow(params), hook] if overflow else [hook]
+    trainer = Trainer(model, _RandomClips(8), None, config, exclude_parameters=params,
+                      hooks=hooks)  # fmt: skip
+    if scale is not None:
+        trainer.scaler = torch.amp.GradScaler("cpu", init_scale=scale)
+    seen: list[list[torch.Tensor]] = []
+    hook.optimizer.register_step_pre_hook(
+        lambda opt, args, kwargs: seen.append([p.grad.clone() for p in hook.params])
+    )
+    trainer.fit()
+    return hook, seen, [p.detach().clone() for p in params]
+
+
+def test_connection_weights_step_on_unscaled_gradients_under_a_grad_scaler():
+    _, plain_grads, plain_after = _two_arch_steps(None)
+    hook, scaled_grads, scaled_after = _two_arch_steps(2.0**14)
+    assert len(plain_grads) == len(scaled_grads) == 2 and hook.steps == 2
+    assert any(g.abs().max() > 0 for g in plain_grads[1])
+    for a, b in zip(plain_grads[1], scaled_grads[1], strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-12)
+    for a, b in zip(plain_after, scaled_after, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-9)
+
+
+def test_non_finite_connection_weight_gradients_skip_the_step(caplog):
+    caplog.set_level(logging.WARNING, logger="attnas.supergraph")
+    hook, seen, after = _two_arch_steps(2.0**14, overflow=True)
+    assert seen == [] and hook.steps == 0 and hook.skipped_steps == 2
+    assert all(torch.equal(p, torch.zeros_like(p)) for p in after)  # still the initial zeros
+    assert hook.optimizer.state_dict()["state"] == {}
+    assert "architecture step skipped" in caplog.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,41 @@ def test_temporal_kernels_one_makes_convolutions_framewise() -> None:
 def test_moving_digits_builds_through_the_registry_used_by_run_trial() -> None:
     ds = build_dataset("moving_digits", split="train", num_clips=4, size=32, num_frames=4)
     assert tuple(ds.clip_shape) == (3, 4, 32, 32) and ds.num_classes == 4
+
+
+class _NaNInEval(nn.Module):
+    """Identity in training, NaN in evaluation: the overflow seen in eval mode only."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.training else x * float("nan")
+
+
+def test_nonfinite_validation_outputs_fail_the_trial(tmp_path: Path) -> None:
+    result = run_trial(_spec(tmp_path), module_factory=lambda name, shape: _NaNInEval())
+    assert result.status == "failed", "a trial whose validation logits are NaN completed"
+    assert result.error.startswith("NonFiniteOutputError: epoch 1: 8 of 8 validation clips")
+    assert result.val_nonfinite == 8 and result.history[-1]["val_nonfinite"] == 8
+    lenient = _spec(tmp_path, train=TrainConfig(epochs=1, batch_size=8, lr=0.01, device="cpu",
+                                                max_val_nonfinite=1.0))  # fmt: skip
+    result = run_trial(lenient, module_factory=lambda name, shape: _NaNInEval())
+    assert result.status == "completed" and result.val_nonfinite == 8
+    assert result.top1 == 0.0 and result.top5 == 0.0  # NaN clips are errors, not predictions
+
+
+def test_backbone_checkpoint_that_does_not_match_fails_the_trial(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = build_backbone("r3d_tiny", 10, (3, 4, 32, 32)).state_dict()
+    renamed = tmp_path / "renamed.pt"
+    torch.save({f"backbone.{k}": v for k, v in state.items()}, renamed)
+    result = run_trial(_spec(tmp_path, cell="nonlocal", backbone_checkpoint=str(renamed)))
+    assert result.status == "failed", "a checkpoint of which no key matches loaded silently"
+    assert result.error.startswith("CheckpointMismatchError")
+    assert "backbone.stages.stem.0.weight" in result.error
+    # a checkpoint for another number of classes: the head is dropped, the rest loads
+    other_head = tmp_path / "k10.pt"
+    torch.save(state, other_head)
+    caplog.set_level(logging.INFO)
+    result = run_trial(_spec(tmp_path, cell="nonlocal", backbone_checkpoint=str(other_head)))
+    assert result.status == "completed", result.error
+    assert "classifier head resized" in caplog.text and "head.fc.weight" in caplog.text

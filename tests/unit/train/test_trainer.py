@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,16 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from attnas.data import FailedItem
+from attnas.data import FailedItem, NoReadableVideosError
 from attnas.tracking import build_tracker, read_jsonl
-from attnas.train import TrainConfig, Trainer, TrainerHook, WarmupCosine, seed_everything
+from attnas.train import (
+    NonFiniteOutputError,
+    TrainConfig,
+    Trainer,
+    TrainerHook,
+    WarmupCosine,
+    seed_everything,
+)
 
 
 class _Clips(Dataset):
@@ -176,3 +184,70 @@ def test_excluded_parameters_stay_out_of_the_network_optimiser() -> None:
     in_opt = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
     assert id(extra) not in in_opt
     assert len(in_opt) == sum(1 for _ in model.parameters()) - 1
+
+
+class _NaNForMarked(nn.Module):
+    """``_model`` whose logits are NaN for clips marked by a huge first row (``_mark``)."""
+
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__()
+        self.inner = _model(classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x)  # (B, K)
+        marked = x[:, 0, 0, 0, 0] > 100  # (B,)
+        return torch.where(marked[:, None], torch.full_like(out, math.nan), out)
+
+
+def _mark(data: _Clips, items: tuple[int, ...]) -> _Clips:
+    for i in items:
+        data.x[i, :, 0, 0, 0, :] = 1e3  # a whole row, so the random flip keeps the marker
+    return data
+
+
+def test_nonfinite_validation_outputs_are_errors_left_out_of_the_loss() -> None:
+    seed_everything(0)
+    val = _mark(_Clips(10, classes=3, seed=1, views=2), (1, 4))  # views: no random flip
+    model = _NaNForMarked().eval()
+    trainer = Trainer(model, _Clips(8), val, TrainConfig(batch_size=4, device="cpu"))
+    metrics = trainer.evaluate()
+    with torch.no_grad():
+        probs = torch.stack([model(val.x[i]).softmax(-1).mean(0) for i in range(10)])  # (10, K)
+    finite = torch.isfinite(probs).all(1)
+    assert finite.tolist() == [i not in (1, 4) for i in range(10)]
+    expected_loss = -probs[finite][torch.arange(8), val.y[finite]].log().mean().item()
+    correct = (probs[finite].argmax(-1) == val.y[finite]).sum().item()
+    assert metrics["nonfinite"] == 2
+    assert metrics["loss"] == pytest.approx(expected_loss, rel=1e-5)
+    assert metrics["top1"] == pytest.approx(correct / 10)  # NaN clips are errors, not hits
+    assert metrics["top5"] == pytest.approx(0.8)  # 3 classes: every finite clip is a top-3 hit
+
+
+def test_nonfinite_validation_outputs_fail_the_trial_by_default() -> None:
+    seed_everything(0)
+    val = _mark(_Clips(10, seed=1), (1, 4))
+    config = TrainConfig(epochs=2, batch_size=4, device="cpu")
+    assert config.max_val_nonfinite == 0.0
+    trainer = Trainer(_NaNForMarked(), _Clips(8), val, config)
+    with pytest.raises(NonFiniteOutputError, match="2 of 10 validation clips"):
+        trainer.fit()
+    (metrics,) = trainer.history  # the failing epoch is recorded, and no further one runs
+    assert metrics["val_nonfinite"] == 2 and math.isfinite(metrics["val_loss"])
+    tolerant = Trainer(_NaNForMarked(), _Clips(8), val, config.replace(max_val_nonfinite=0.2))
+    assert [m["val_nonfinite"] for m in tolerant.fit()] == [2, 2]
+    with pytest.raises(ValueError, match="max_val_nonfinite"):
+        TrainConfig(max_val_nonfinite=1.5)
+
+
+def test_epoch_in_which_nothing_is_read_raises(caplog: pytest.LogCaptureFixture) -> None:
+    seed_everything(0)
+    config = TrainConfig(epochs=1, batch_size=4, drop_last=False, device="cpu")
+    dead = _Clips(8, fail=tuple(range(8)))
+    with pytest.raises(NoReadableVideosError, match=r"training: no item was read \(8 failed"):
+        Trainer(_model(), dead, _Clips(4), config).fit()
+    with pytest.raises(NoReadableVideosError, match=r"evaluation: no item was read \(4 failed"):
+        Trainer(_model(), _Clips(8), _Clips(4, fail=(0, 1, 2, 3)), config).fit()
+    caplog.set_level(logging.WARNING, logger="attnas.train")
+    (metrics,) = Trainer(_model(), _Clips(12, fail=(3, 5)), _Clips(4), config).fit()
+    assert metrics["skipped_items"] == 2
+    assert "skipped 2 of 12 items" in caplog.text and "clip_5.mp4" in caplog.text
