@@ -33,6 +33,7 @@ from attnas.dispatch.base import (
 from attnas.dispatch.local import LocalDispatcher, visible_gpus
 from attnas.dispatch.loop import (
     SearchSummary,
+    SystematicFailure,
     build_payload,
     restore_searcher,
     run_search,
@@ -57,6 +58,7 @@ __all__ = [
     "LocalDispatcher",
     "RayDispatcher",
     "SearchSummary",
+    "SystematicFailure",
     "TrialEvent",
     "TrialRecord",
     "TrialStore",

@@ -20,8 +20,14 @@ Design choices where the spec is silent:
   ``max_attempts`` times, then recorded failed; the searcher hears of it only once it is final.
 - A returned result with ``status == "failed"`` (``attnas.train.TrialResult``'s convention) or a
   missing / non-finite ``metrics[metric]`` is a failed trial; its metrics are kept in the store.
-- The budget, master seed and metric are recorded in the store's ``meta`` table; resuming with
-  another value is an error (``TrialStore.ensure_meta``), so "the budget" is one number per run.
+- The master seed and metric are recorded in the store's ``meta`` table; resuming with another
+  value is an error (``TrialStore.ensure_meta``). The budget is recorded too and may grow on
+  resume (``budget=<larger>`` adds trials to a finished search; ``meta`` keeps every budget
+  asked for under ``budgets``), never shrink.
+- Fail fast: when the first ``fail_fast`` finished trials of the store all failed with the same
+  error (its first line), the search stops with ``SystematicFailure`` naming that error instead
+  of spending the rest of the budget on it (Ray Tune's ``max_failures``, Ax's failure-rate
+  check). ``fail_fast=0`` never stops.
 - The searcher's outcome objects are built by ``outcome_type(value=..., failed=..., error=...)``,
   by default ``attnas.controller.TrialOutcome`` imported when first needed, so this module does
   not import the GP machinery.
@@ -54,6 +60,29 @@ class AskTell(Protocol):
     def observe(self, cell: Any, result: Any) -> None: ...
 
     def restore(self, records: Iterable[Any], metric: str = "top1") -> None: ...
+
+
+class SystematicFailure(RuntimeError):
+    """The first trials of a search all failed with one error (see ``run_search``'s
+    ``fail_fast``).
+
+    Attributes:
+        error: the shared first line of their errors.
+        trial_ids: the failed trials.
+    """
+
+    def __init__(self, error: str, trial_ids: list[int]) -> None:
+        super().__init__(
+            f"the first {len(trial_ids)} trials all failed with the same error, so the search "
+            f"stopped: {error}"
+        )
+        self.error = error
+        self.trial_ids = trial_ids
+
+
+def _first_line(text: str | None) -> str:
+    lines = [ln for ln in str(text or "failed").strip().splitlines() if ln.strip()]
+    return lines[0] if lines else "failed"
 
 
 @dataclass(frozen=True)
@@ -141,6 +170,7 @@ def run_search(
     outcome_type: Callable[..., Any] | None = None,
     on_finish: Callable[[TrialRecord], None] | None = None,
     meta: Mapping[str, Any] | None = None,
+    fail_fast: int = 0,
 ) -> SearchSummary:
     """Run (or resume) a search until ``budget`` trials have finished.
 
@@ -160,22 +190,27 @@ def run_search(
         outcome_type: builds the searcher's outcomes (see the module docstring).
         on_finish: called with each trial's final record (e.g. to log it).
         meta: more values recorded in (and checked against) the store's ``meta`` table.
+        fail_fast: stop when the first this many finished trials all failed with one error
+            (0: never).
 
     Returns:
         A ``SearchSummary``.
 
     Raises:
-        ValueError: for a bad budget, or a store recorded with another budget/seed/metric.
+        ValueError: for a bad budget, a budget smaller than the one recorded, or a store
+            recorded with another seed/metric.
         RuntimeError: when the searcher proposes a cell that is already in the store.
+        SystematicFailure: see ``fail_fast``.
     """
     if budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+    if fail_fast < 0:
+        raise ValueError(f"fail_fast must be >= 0, got {fail_fast}")
     start = time.monotonic()
-    store.ensure_meta(
-        {"budget": int(budget), "master_seed": int(master_seed), "metric": metric, **(meta or {})}
-    )
+    _grow_budget(store, int(budget))
+    store.ensure_meta({"master_seed": int(master_seed), "metric": metric, **(meta or {})})
     if payload_builder is None:
 
         def payload_builder(record: TrialRecord, run_dir: Path) -> dict[str, Any]:
@@ -244,6 +279,8 @@ def run_search(
             searcher.observe(record.spec(), _outcome(make_outcome, record, metric))
             if on_finish is not None:
                 on_finish(record)
+            if record.state == "failed" and fail_fast:
+                _check_systematic(store, fail_fast)
         done = finished()
 
     counts = store.counts()
@@ -258,6 +295,32 @@ def run_search(
         best=store.best(metric),
         wall_s=time.monotonic() - start,
     )
+
+
+def _grow_budget(store: TrialStore, budget: int) -> None:
+    """Record ``budget``, or grow the recorded one; a smaller budget is an error."""
+    old = store.get_meta("budget")
+    if old is not None and budget < int(old):
+        raise ValueError(
+            f"trial store {store.path}: meta 'budget' is {old} from the earlier run, but this run "
+            f"asks for {budget}; a budget may grow on resume, not shrink"
+        )
+    if old is None or budget > int(old):
+        store.set_meta("budget", budget)
+        store.set_meta("budgets", [*(store.get_meta("budgets") or ([old] if old else [])), budget])
+
+
+def _check_systematic(store: TrialStore, k: int) -> None:
+    """Raise ``SystematicFailure`` when the first ``k`` finished trials failed alike."""
+    finished = sorted(
+        (r for r in store.trials() if r.finished), key=lambda r: (r.finished_at or 0, r.trial_id)
+    )
+    if len(finished) < k or any(r.state == "completed" for r in finished):
+        return
+    first = finished[:k]
+    errors = {_first_line(r.error) for r in first}
+    if len(errors) == 1:
+        raise SystematicFailure(errors.pop(), [r.trial_id for r in first])
 
 
 def _record_event(

@@ -200,8 +200,43 @@ def test_resume_requeues_and_respects_budget(tmp_path: Path) -> None:
     # resuming a finished search does nothing
     again = run_search(HashRandomSearcher(), store, InlineDispatcher(), 6, outcome_type=Outcome)
     assert again.launched == 0 and again.completed + again.failed == 6
-    with pytest.raises(ValueError, match="meta 'budget' is 6 from the earlier run"):
-        run_search(HashRandomSearcher(), store, InlineDispatcher(), 7, outcome_type=Outcome)
+    with pytest.raises(ValueError, match="meta 'budget' is 6 .* may grow on resume, not shrink"):
+        run_search(HashRandomSearcher(), store, InlineDispatcher(), 5, outcome_type=Outcome)
+
+
+def test_a_finished_search_grows_with_a_larger_budget(tmp_path: Path) -> None:
+    """Issue 16 item 7: ``budget=<larger>`` on resume adds trials (it used to be refused)."""
+    store = TrialStore.open(tmp_path)
+    run_search(HashRandomSearcher(seed=1), store, InlineDispatcher(), 3, outcome_type=Outcome)
+    first = {r.trial_id: r for r in store.trials()}
+    grown = run_search(
+        HashRandomSearcher(seed=1), store, InlineDispatcher(), 5, outcome_type=Outcome
+    )
+    records = {r.trial_id: r for r in store.trials()}
+    assert grown.resumed and grown.launched == 2 and sorted(records) == [1, 2, 3, 4, 5]
+    assert all(records[i] == first[i] for i in first)  # the earlier trials are kept as they were
+    assert store.get_meta("budget") == 5 and store.get_meta("budgets") == [3, 5]
+    assert len({r.cell_hash for r in records.values()}) == 5
+
+
+def test_fail_fast_stops_a_systematic_error(tmp_path: Path) -> None:
+    """Issue 16 item 9: the first k trials failing alike stop the search with that error."""
+    from attnas.dispatch import SystematicFailure
+
+    class Broken(InlineDispatcher):
+        def poll(self, timeout: float) -> list[TrialEvent]:
+            trial_id, _ = self.running.popleft()
+            error = f"TypeError: unknown dataset options ['x']\n  trial {trial_id}"
+            return [TrialEvent(trial_id, True, {"status": "failed", "error": error})]
+
+    store = TrialStore.open(tmp_path)
+    with pytest.raises(SystematicFailure, match=r"first 3 trials all failed .*unknown dataset"):
+        run_search(HashRandomSearcher(), store, Broken(), 20, outcome_type=Outcome, fail_fast=3)
+    assert store.counts()["failed"] == 3 and len(store) <= 4  # 3 failed + 1 in flight, not 20
+    # fail_fast=0 spends the budget, as before
+    other = TrialStore.open(tmp_path / "b")
+    summary = run_search(HashRandomSearcher(), other, Broken(), 4, outcome_type=Outcome)
+    assert summary.failed == 4
 
 
 def test_budget_caps_suggestions_and_exhaustion_stops(tmp_path: Path) -> None:
