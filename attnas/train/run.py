@@ -266,6 +266,7 @@ def run_trial(
     flops: int | None = None
     device: torch.device | None = None
     built: tuple[Dataset, Dataset] | None = None
+    num_classes: int | None = None
     try:
         seed_everything(spec.seed)
         built = datasets if datasets is not None else _datasets(spec)
@@ -309,6 +310,7 @@ def run_trial(
             epochs_completed=trainer.epoch,
             data_failures=_failure_lines(data),
             data_report=data,
+            num_classes=num_classes,
             run_dir=spec.run_dir,
         )
     except Exception as err:
@@ -334,6 +336,7 @@ def run_trial(
             epochs_completed=0 if trainer is None else trainer.epoch,
             data_failures=_failure_lines(data),
             data_report=data,
+            num_classes=num_classes,
             run_dir=spec.run_dir,
         )
     if own_tracker:

@@ -290,6 +290,7 @@ class TrialResult:
         epochs_completed: Epochs finished (including those restored by resume).
         data_failures: ``"<split> <kind>: path: reason"`` of every video dropped as unreadable
             when the dataset opened it or skipped by the data loaders.
+        num_classes: Classes of the classifier (top-5 says nothing with 5 or fewer).
         data_report: ``{split: {kind: {path: detail}}}`` with kinds ``unreadable``,
             ``decode_failed`` and ``padded`` (``attnas.train.run.data_report``); ``{}`` when
             every video was read in full.
@@ -311,6 +312,7 @@ class TrialResult:
     epochs_completed: int = 0
     data_failures: tuple[str, ...] = ()
     data_report: dict[str, Any] = field(default_factory=dict)
+    num_classes: int | None = None
     run_dir: str | None = None
 
     def __post_init__(self) -> None:
