@@ -50,6 +50,12 @@ lowest value among completed trials, so the model learns to avoid regions that c
 of memory; while no trial has completed, failed ones are left out. ``"exclude"`` leaves them out
 of the GP altogether. Either way they are never proposed again.
 
+Fit failures, the way BoTorch's ``fit_gpytorch_mll`` fallback treats them: the warnings raised
+while fitting are recorded, not silenced; each failed attempt (``ModelFittingError``) is logged
+with its cause; when every attempt fails the model keeps the priors' initial hyper-parameters,
+which is logged as a warning and readable by the caller as ``fit_report.prior_hyperparameters``
+(``fit_report`` describes the last fit: attempts, failures, warnings).
+
 Determinism and resume: training data are sorted by cell vector before fitting, hyper-parameters
 are fitted from the same initial values each time (no warm start) with restarts drawn from a
 generator seeded by (seed, number of training points), so the model is a function of the data
@@ -58,6 +64,7 @@ and the seed: a searcher restored from the trial store proposes what the origina
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from dataclasses import dataclass
@@ -83,6 +90,28 @@ from attnas.space import CellSpec, SearchSpace
 
 FAILURE_RULES = ("impute_min", "exclude")
 _DTYPE = torch.float64
+
+logger = logging.getLogger("attnas.controller")
+
+
+@dataclass(frozen=True)
+class GPFitReport:
+    """What the last hyper-parameter fit of a ``GPBandit`` did.
+
+    Attributes:
+        num_points: Training cells of the fit.
+        attempts: Fits tried (the first from the initial values, then the restarts).
+        failures: ``"attempt i: <error>"`` for each attempt that failed.
+        warnings: ``"<category>: <message>"`` of every warning raised while fitting.
+        prior_hyperparameters: Every attempt failed, so the model uses the kernel's initial
+            (prior) hyper-parameters rather than fitted ones.
+    """
+
+    num_points: int
+    attempts: int
+    failures: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    prior_hyperparameters: bool = False
 
 
 @dataclass
@@ -124,6 +153,9 @@ class GPBandit(SearcherBase):
         fit_maxiter: L-BFGS iterations per fit (the fit dominates ``suggest`` latency).
         chunk_size: candidates per batched posterior evaluation.
         shortlist: cells kept for the greedy batch (GP-BUCB) updates.
+
+    Attributes:
+        fit_report: ``GPFitReport`` of the last hyper-parameter fit (None before the first).
     """
 
     def __init__(
@@ -169,6 +201,7 @@ class GPBandit(SearcherBase):
         self._fit_key: tuple | None = None
         self._gp: _FittedGP | None = None
         self._mean_cache: tuple[tuple, torch.Tensor] | None = None
+        self.fit_report: GPFitReport | None = None
 
     # ------------------------------------------------------------------ training data and fit
     def training_data(self) -> tuple[np.ndarray, np.ndarray]:
@@ -210,6 +243,8 @@ class GPBandit(SearcherBase):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + len(values))
         best, best_mll = None, -math.inf
         restarts = self.fit_restarts if len(values) <= self.restart_max_points else 0
+        failures: list[str] = []
+        caught: list[warnings.WarningMessage] = []
         for restart in range(1 + restarts):
             model = self._new_model(x, y)
             base = _base_kernel(model.covar_module)
@@ -217,25 +252,47 @@ class GPBandit(SearcherBase):
                 jitter = torch.empty_like(base.lengthscale).uniform_(-1.5, 1.5, generator=gen)
                 base.lengthscale = base.lengthscale * torch.exp(jitter)
             mll = ExactMarginalLogLikelihood(model.likelihood, model)
-            with torch.random.fork_rng(), warnings.catch_warnings():
+            with torch.random.fork_rng(), warnings.catch_warnings(record=True) as attempt_warnings:
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-                warnings.simplefilter("ignore")
-                try:
-                    fit_gpytorch_mll(
-                        mll, optimizer_kwargs={"options": {"maxiter": self.fit_maxiter}}
-                    )
-                except ModelFittingError:
-                    continue
-            model.train()
-            with torch.no_grad():
-                value = float(mll(model(*model.train_inputs), model.train_targets))
-            model.eval()
-            if value > best_mll:
+                warnings.simplefilter("always")
+                value = self._fit_attempt(model, mll)
+            caught += attempt_warnings
+            if isinstance(value, ModelFittingError):
+                failures.append(f"attempt {restart + 1}: {value}")
+                logger.warning(
+                    "GP fit attempt %d of %d on %d cells failed: %s",
+                    restart + 1, 1 + restarts, len(values), value,
+                )  # fmt: skip
+            elif value > best_mll:
                 best, best_mll = model, value
+        prior = best is None
         if best is None:  # every fit failed: keep the priors' initial hyper-parameters
+            logger.warning(
+                "every GP fit on %d cells failed (%d attempts); using the prior's initial "
+                "hyper-parameters", len(values), 1 + restarts,
+            )  # fmt: skip
             best = self._new_model(x, y)
             best.eval()
+        texts = tuple(f"{w.category.__name__}: {w.message}" for w in caught)
+        if texts:
+            logger.info(
+                "GP fit on %d cells raised %d warning(s): %s", len(values), len(texts),
+                "; ".join(sorted(set(texts))),
+            )  # fmt: skip
+        self.fit_report = GPFitReport(len(values), 1 + restarts, tuple(failures), texts, prior)
         return self._summarise(best, vectors)
+
+    def _fit_attempt(self, model: Any, mll: Any) -> float | ModelFittingError:
+        """Fit ``model`` in place; its marginal log likelihood, or the fitting error."""
+        try:
+            fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": self.fit_maxiter}})
+        except ModelFittingError as err:
+            return err
+        model.train()
+        with torch.no_grad():
+            value = float(mll(model(*model.train_inputs), model.train_targets))
+        model.eval()
+        return value
 
     def _summarise(self, model: Any, vectors: np.ndarray) -> _FittedGP:
         covar = model.covar_module

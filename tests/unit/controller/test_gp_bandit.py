@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
+import warnings
 
 import numpy as np
 import pytest
 import torch
+from botorch.exceptions import ModelFittingError, OptimizationWarning
 from botorch.models.kernels.categorical import CategoricalKernel
 
-from attnas.controller import CellEncoder, GPBandit, TrialOutcome, TrialRecord
-from attnas.controller.gp_bandit import _HammingKernel
+from attnas.controller import CellEncoder, GPBandit, RandomSearch, TrialOutcome, TrialRecord
+from attnas.controller.gp_bandit import _base_kernel, _HammingKernel
 from attnas.space import load_space
 
 TOP_K = 290  # the top 0.1% of the 290,304 cell vectors
@@ -99,18 +102,33 @@ def _evals_to_top_k(space, f, threshold: float, seed: int, kernel: str, budget: 
     return None
 
 
+def _random_evals_to_top_k(space, f, threshold: float, seed: int, budget: int) -> int | None:
+    searcher = RandomSearch(space, seed=seed)
+    n = 0
+    while n < budget:
+        for cell in searcher.suggest(8):
+            n += 1
+            value = float(f(np.array([space.encode(cell)]))[0])
+            searcher.observe(cell, value)
+            if value >= threshold:
+                return n
+    return None
+
+
 def test_gp_ucb_finds_top_cells_far_faster_than_random(space) -> None:
-    """Random search draws distinct cells uniformly, so it needs (N+1)/(k+1) = 997 evaluations
-    on average to hit one of the top k=290 of N=290,304 cells, and hits within 64 evaluations
-    with probability 1 - (1 - k/N)^64 = 6.2%. GP-UCB (batches of 8) must hit within 64."""
+    """Random search draws distinct cells uniformly: it needs (N+1)/(k+1) = 997 evaluations on
+    average to hit one of the top k=290 of N=290,304 cells. GP-UCB (batches of 8) must hit
+    within 32, and sooner than all but at most one of 20 runs of the project's random searcher
+    (measured here, not assumed: each hits within 32 with probability about 3%)."""
     f = synthetic_objective(space)
     values = f(CellEncoder(space).all_vectors())
     top = np.sort(values)[::-1]
     assert top[0] - top[1] > 0.04  # a unique optimum
-    hit = _evals_to_top_k(space, f, float(top[TOP_K - 1]), seed=0, kernel="categorical", budget=64)
-    assert hit is not None and hit <= 64
-    random_hits = 1 - (1 - TOP_K / len(values)) ** 64
-    assert random_hits == pytest.approx(0.062, abs=1e-3)
+    threshold = float(top[TOP_K - 1])
+    hit = _evals_to_top_k(space, f, threshold, seed=0, kernel="categorical", budget=64)
+    assert hit is not None and hit <= 32, hit
+    random_hits = [_random_evals_to_top_k(space, f, threshold, s, budget=hit) for s in range(20)]
+    assert sum(h is not None for h in random_hits) <= 1, random_hits
 
 
 @pytest.mark.slow
@@ -244,3 +262,38 @@ def test_pool_mode_with_local_search(space) -> None:
 def test_unknown_failure_rule_is_named(space) -> None:
     with pytest.raises(ValueError, match="'drop'"):
         GPBandit(space, failure_rule="drop")
+
+
+def test_failed_fits_are_logged_and_prior_hyperparameters_reported(
+    space, monkeypatch, caplog
+) -> None:
+    import attnas.controller.gp_bandit as gp_module
+
+    f = synthetic_objective(space)
+    gp = GPBandit(space, seed=0, n_init=4, fit_restarts=1, fit_maxiter=30)
+    _fill(gp, space, f, 8)
+
+    def broken_fit(mll, **kwargs):
+        warnings.warn("line search failed", OptimizationWarning, stacklevel=1)
+        raise ModelFittingError("All attempts to fit the model have failed.")
+
+    monkeypatch.setattr(gp_module, "fit_gpytorch_mll", broken_fit)
+    caplog.set_level(logging.INFO, logger="attnas.controller")
+    cells = gp.suggest(2)
+    assert len(cells) == 2  # the search goes on with the prior's hyper-parameters...
+    report = gp.fit_report
+    assert report is not None and report.num_points == 8 and report.attempts == 2
+    assert report.prior_hyperparameters  # ...and says so
+    assert [r.split(":")[0] for r in report.failures] == ["attempt 1", "attempt 2"]
+    assert report.warnings == ("OptimizationWarning: line search failed",) * 2
+    assert caplog.text.count("GP fit attempt") == 2
+    assert "using the prior's initial hyper-parameters" in caplog.text
+    vectors, values = gp.training_data()
+    x, y = gp.encoder.features(vectors), torch.as_tensor(values).unsqueeze(-1)
+    initial = _base_kernel(gp._new_model(x, y).covar_module).lengthscale.reshape(-1)
+    torch.testing.assert_close(gp._fitted().lengthscale, initial.detach().double())
+    monkeypatch.undo()
+    gp.observe(cells[0], float(f(np.array([space.encode(cells[0])]))[0]))
+    gp.suggest(1)
+    assert gp.fit_report.num_points == 9 and gp.fit_report.failures == ()
+    assert not gp.fit_report.prior_hyperparameters
