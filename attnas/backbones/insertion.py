@@ -29,8 +29,9 @@ def insert_cells(
     Args:
         model: A backbone from ``build_backbone`` (anything with ``insertion_points()``,
             ``default_positions`` and an ``inserted`` ``nn.ModuleDict``).
-        positions: Names from ``model.insertion_points()``; ``None`` means
-            ``model.default_positions`` (5 per backbone).
+        positions: Names from ``model.insertion_points()``; ``None`` means the factory's
+            ``positions`` when it has them (an ``attnas.cells.CellSet``: one cell per
+            position), else ``model.default_positions`` (5 per backbone).
         factory: Called once per position with the position's name and its feature shape
             ``(C, T, H, W)``; returns a module mapping ``(B, C, T, H, W)`` to the same shape.
         replace: Allow replacing a module already inserted at a position.
@@ -44,7 +45,9 @@ def insert_cells(
         TypeError: If the factory does not return an ``nn.Module``.
     """
     points = model.insertion_points()
-    names = list(model.default_positions if positions is None else positions)
+    if positions is None:
+        positions = getattr(factory, "positions", None) or model.default_positions
+    names = list(positions)
     unknown = [n for n in names if n not in points]
     if unknown:
         raise KeyError(

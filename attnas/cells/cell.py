@@ -101,7 +101,9 @@ class AttentionCell(nn.Module):
         if tuple(x.shape[1:]) != self.shape:
             raise ValueError(
                 f"AttentionCell was built for (B, {', '.join(map(str, self.shape))}), "
-                f"got {tuple(x.shape)}"
+                f"got {tuple(x.shape)}: the shape is part of the ops (G1 of the temporal and "
+                "map ops reads H·W·C features), so a cell runs on the (C, T, H, W) it was built "
+                f"for; build it again with shape={tuple(x.shape[1:])} for this input"
             )
         feats: list[torch.Tensor | None] = [x]
         projected: torch.Tensor | None = None

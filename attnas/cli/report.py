@@ -11,8 +11,15 @@ Design choices where the spec is silent:
 - Accuracies are percentages with two decimals (the paper's tables); parameters in millions and
   FLOPs in GFLOPs with three significant decimals, since the CPU-sized models are small.
 - Δ top-1 is against the backbone alone when its row exists (the paper's "Δ Top-1" column).
-- Bandit searches list every trial in store order, with its state and, for failed trials, the
-  first line of the error.
+- Bandit searches list every trial in store order, with its state, the invocation that ran it
+  (``resume=true budget=<larger>`` grows a search) and, for failed trials, the first line of the
+  error; failures are also grouped by message.
+- Top-5 with 5 or fewer classes is always 100 %: it is shown as n/a.
+- A bandit search's best trial is the maximum of N noisy trials chosen on the validation split:
+  it is shown apart, labelled as a selection figure, and never set against single runs. With
+  ``report.baselines=true`` the top cells are retrained with fresh seeds, next to the backbone
+  alone and + non-local under the same budget, and those retrained rows form the comparison.
+- Data problems (unreadable or undecodable videos, padded short videos) are listed per split.
 """
 
 from __future__ import annotations
@@ -48,12 +55,19 @@ class ResultRow:
     status: str = "completed"
 
     @classmethod
-    def from_result(cls, label: str, result: Mapping[str, Any]) -> ResultRow:
-        """A row from a ``TrialResult.to_dict()`` (or a trial store's metrics)."""
+    def from_result(
+        cls, label: str, result: Mapping[str, Any], num_classes: int | None = None
+    ) -> ResultRow:
+        """A row from a ``TrialResult.to_dict()`` (or a trial store's metrics).
+
+        ``num_classes`` (or the result's own ``num_classes``) <= 5 drops top-5, which is then
+        100 % whatever the model does.
+        """
+        classes = result.get("num_classes") or num_classes
         return cls(
             label=label,
             top1=result.get("top1"),
-            top5=result.get("top5"),
+            top5=None if classes is not None and int(classes) <= 5 else result.get("top5"),
             params=result.get("num_parameters"),
             flops=result.get("flops"),
             wall_s=result.get("wall_time_s"),
@@ -111,6 +125,24 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.2f}"
 
 
+def _top5(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}"
+
+
+def top5_informative(num_classes: int | None) -> bool:
+    """Whether top-5 says anything (more than 5 classes, or unknown)."""
+    return num_classes is None or int(num_classes) > 5
+
+
+def cell_line(cell: CellSpec) -> str:
+    """One line per cell, numbered as in its YAML (op k is ``ops[k-1]``, input 0 the cell's)."""
+    ops = "; ".join(
+        f"{k}: {n.op.type}/{n.op.dim}/{n.op.activation}<-{','.join(map(str, n.inputs))}"
+        for k, n in enumerate(cell.ops, start=1)
+    )
+    return f"{ops}; out {','.join(map(str, cell.outputs))}"
+
+
 def _mega(x: int | None) -> str:
     return "–" if x is None else f"{x / 1e6:.3f}"
 
@@ -135,7 +167,7 @@ def comparison_table(rows: Sequence[ResultRow], reference: str | None = None) ->
         if ref is not None and r.top1 is not None and r is not ref:
             delta = f"{100 * (r.top1 - ref.top1):+.2f}"
         lines.append(
-            f"| {r.label} | {_pct(r.top1)} | {_pct(r.top5)} | {delta} | {_mega(r.params)} | "
+            f"| {r.label} | {_pct(r.top1)} | {_top5(r.top5)} | {delta} | {_mega(r.params)} | "
             f"{_giga(r.flops)} | {_secs(r.wall_s)} | {r.status} |"
         )
     return "\n".join(lines)
@@ -154,7 +186,12 @@ def _context_section(ctx: SearchContext) -> list[str]:
         "## What was searched",
         "",
         f"- **Space**: `{ctx.space}` ({ctx.space_file}), K = {ctx.num_ops} ops per cell, "
-        f"{ctx.space_size:,} cells",
+        f"{ctx.space_size:,} cells"
+        + (
+            " (the space's cells; a derived cell's number of ops comes from α and β, not K)"
+            if ctx.searcher == "differentiable"
+            else ""
+        ),
         f"- **Searcher**: `{ctx.searcher}` ({opts})",
         f"- **Backbone**: `{ctx.backbone}`, cells at {positions}",
         f"- **Data**: `{ctx.data}` ({data_opts})",
@@ -178,6 +215,10 @@ def _cell_section(
 ) -> list[str]:
     lines = [f"### {title}", "", f"File: `{path}` (hash `{cell.hash()}`)", ""]
     lines += ["In words:", "", "```text", cell.describe(), "```", ""]
+    lines += [f"One line (numbered as in the YAML): `{cell_line(cell)}`", ""]
+    drawing = _draw(cell, path.with_suffix(".graph.png"))
+    if drawing is not None:
+        lines += [f"![the cell]({_link(drawing, base)})", ""]
     if plot is not None and plot.is_file():
         lines += [f"![learned connection weights]({_link(plot, base)})", ""]
     bare = CellSpec(cell.ops, cell.outputs, name=cell.name)
@@ -187,6 +228,46 @@ def _cell_section(
     return lines
 
 
+def _draw(cell: CellSpec, path: Path) -> Path | None:
+    """Draw the cell's graph (``attnas.cells.draw``) next to its file; None if it cannot."""
+    try:
+        from attnas.cells.draw import draw_cell
+    except ImportError:  # matplotlib missing: the report still has the words and the YAML
+        return None
+    import matplotlib.pyplot as plt
+
+    fig = draw_cell(cell, path=path)
+    plt.close(fig)
+    return path
+
+
+def data_section(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Unreadable, undecodable and padded videos per split, from the runs' ``data_report``."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for result in results.values():
+        for split, kinds in (result.get("data_report") or {}).items():
+            for kind, files in kinds.items():
+                seen.setdefault((split, kind), {}).update(files)
+    if not seen:
+        return []
+    words = {
+        "unreadable": "unreadable (dropped)",
+        "decode_failed": "failed to decode (skipped)",
+        "padded": "shorter than a clip (last frame repeated)",
+    }
+    lines = [
+        "## Data problems",
+        "",
+        "| split | problem | videos | files |",
+        "| --- | --- | ---: | --- |",
+    ]
+    for (split, kind), files in sorted(seen.items()):
+        names = ", ".join(f"`{Path(f).name}`" for f in sorted(files)[:10])
+        more = f" (+{len(files) - 10} more)" if len(files) > 10 else ""
+        lines.append(f"| {split} | {words.get(kind, kind)} | {len(files)} | {names}{more} |")
+    return [*lines, ""]
+
+
 def _reuse_section(ctx: SearchContext, cell_files: Mapping[str, Path]) -> list[str]:
     """Command line and Python snippets using the found cell file(s)."""
     classes = ctx.num_classes if ctx.num_classes is not None else "NUM_CLASSES"
@@ -194,18 +275,27 @@ def _reuse_section(ctx: SearchContext, cell_files: Mapping[str, Path]) -> list[s
     positions = list(ctx.positions) if ctx.positions else None
     lines = ["## How to reuse the cell", ""]
     first = next(iter(cell_files.values()))
+    cell_set = first.parent / "cells.yaml" if len(cell_files) > 1 else None
+    target = cell_set if cell_set is not None and cell_set.is_file() else first
     lines += [
         "Train it from scratch against the baselines (one multirun):",
         "",
         "```bash",
-        f"attnas-train -m cell=none,nonlocal,{first} backbone={ctx.backbone} data={ctx.data}",
+        f"attnas-train -m cell=none,nonlocal,{target} backbone={ctx.backbone} data={ctx.data}",
         "```",
         "",
+    ]
+    if target != first:
+        lines += [
+            f"(`{target.name}` is the cell-set file: each position gets its own cell.)",
+            "",
+        ]
+    lines += [
         "Insert it into a backbone in Python:",
         "",
         "```python",
         "from attnas.backbones import build_backbone, insert_cells",
-        "from attnas.cells import AttentionCell",
+        f"from attnas.cells import {'AttentionCell' if len(cell_files) == 1 else 'CellSet'}",
         "",
         f"model = build_backbone({ctx.backbone!r}, num_classes={classes}, input_shape={shape})",
     ]
@@ -217,12 +307,9 @@ def _reuse_section(ctx: SearchContext, cell_files: Mapping[str, Path]) -> list[s
             f"    op_channels=max(1, round(shape[0] * {ctx.op_channel_ratio})), shape=shape))",
         ]
     else:
-        files = {k: str(v) for k, v in cell_files.items()}
         lines += [
-            f"cell_files = {files!r}",
-            "insert_cells(model, list(cell_files), lambda name, shape: AttentionCell.from_file(",
-            "    cell_files[name], channels=shape[0],",
-            f"    op_channels=max(1, round(shape[0] * {ctx.op_channel_ratio})), shape=shape))",
+            f"cells = CellSet.load({str(target)!r}, op_channel_ratio={ctx.op_channel_ratio})",
+            "insert_cells(model, None, cells)  # each position gets its own cell",
         ]
     lines += ["```", ""]
     return lines
@@ -276,28 +363,34 @@ def write_differentiable_report(
     if not cell_files:
         lines += ["(no cell was exported)", ""]
     lines += ["## Accuracy and cost", ""]
-    rows = [ResultRow.from_result("supergraph (search run)", search)]
+    k = ctx.num_classes
+    rows = [ResultRow.from_result("supergraph (search run)", search, k)]
     labels = {
         "none": "backbone alone",
         "nonlocal": "+ non-local blocks",
         "derived": "+ derived cell",
     }
+    set_file = next(iter(cell_files)).parent / "cells.yaml" if len(cell_files) > 1 else None
     if retrained:
-        rows = [ResultRow.from_result(labels.get(k, k), v) for k, v in _ordered(retrained)]
+        rows = [ResultRow.from_result(labels.get(k_, k_), v, k) for k_, v in _ordered(retrained)]
         lines += [
             "Each model below was trained from scratch with the same trainer budget and the "
             "same positions; the supergraph row is the search run itself.",
             "",
         ]
-        rows.append(ResultRow.from_result("supergraph (search run)", search))
+        rows.append(ResultRow.from_result("supergraph (search run)", search, k))
     else:
+        target = set_file if set_file is not None else next(iter(by_file.values()), "CELL")
         lines += [
             "The derived cells were not retrained (`searcher.retrain=false`); the row is the "
             "search run. Compare with the baselines: "
-            f"`attnas-train -m cell=none,nonlocal,{next(iter(by_file.values()), 'CELL')}`.",
+            f"`attnas-train -m cell=none,nonlocal,{target}`.",
             "",
         ]
+    if not top5_informative(k):
+        lines += [f"(Top-5 is n/a: with {k} classes it is 100 % for every model.)", ""]
     lines += [comparison_table(rows, reference="backbone alone"), ""]
+    lines += data_section({"search": search, **retrained})
     plots = sorted(p for f in cell_files for p in [f.with_suffix(".png")] if p.is_file())
     if plots:
         lines += ["## Plots", ""]
@@ -317,6 +410,24 @@ def _ordered(results: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, Mappin
     return sorted(results.items(), key=lambda kv: (order.get(kv[0], 9), kv[0]))
 
 
+def group_errors(trials: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[int]]]:
+    """Failed trials grouped by the first line of their error, most frequent first."""
+    groups: dict[str, list[int]] = {}
+    for t in trials:
+        if t.get("state") == "failed":
+            msg = str(t.get("error") or "failed").strip().splitlines() or ["failed"]
+            groups.setdefault(msg[0], []).append(int(t["trial_id"]))
+    return sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0]))
+
+
+def _invocation_of(trial_id: int, starts: Sequence[tuple[int, int]]) -> int | None:
+    inv = None
+    for n, first in starts:
+        if trial_id >= first:
+            inv = n
+    return inv
+
+
 def write_bandit_report(
     path: Path,
     ctx: SearchContext,
@@ -324,6 +435,8 @@ def write_bandit_report(
     best_files: Sequence[Path],
     baselines: Mapping[str, Mapping[str, Any]],
     plot: Path | None = None,
+    retrained: Mapping[str, Mapping[str, Any]] | None = None,
+    invocations: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
     """Write ``report.md`` for a GPB / random / evolution search.
 
@@ -334,86 +447,136 @@ def write_bandit_report(
         best_files: the exported best cells, best first.
         baselines: ``{"none"|"nonlocal": TrialResult.to_dict()}`` (may be empty).
         plot: the best-so-far plot, if drawn.
+        retrained: ``{"rank<k>": TrialResult.to_dict()}`` of the top cells retrained with fresh
+            seeds under the trials' budget (may be empty).
+        invocations: ``run.json``'s invocations (``invocation``, ``budget``, ``first_trial``).
 
     Returns:
         ``path``.
     """
+    retrained = dict(retrained or {})
+    k = ctx.num_classes
     lines = _context_section(ctx)
     done = [t for t in trials if t.get("state") == "completed"]
     failed = [t for t in trials if t.get("state") == "failed"]
-    lines += [
-        f"{len(trials)} trial(s): {len(done)} completed, {len(failed)} failed.",
-        "",
-        "## Best cells",
-        "",
+    lines += [f"{len(trials)} trial(s): {len(done)} completed, {len(failed)} failed.", ""]
+    starts = [
+        (int(i["invocation"]), int(i["first_trial"]))
+        for i in invocations
+        if i.get("first_trial") is not None
     ]
+    if len(invocations) > 1:
+        lines += ["Invocations of this search (`resume=true` adds to it):", ""]
+        for i in invocations:
+            ids = [
+                t["trial_id"]
+                for t in trials
+                if _invocation_of(t["trial_id"], starts) == i["invocation"]
+            ]
+            span = f"trials {min(ids)}–{max(ids)}" if ids else "no new trial"
+            lines.append(
+                f"- invocation {i['invocation']} ({i.get('started', '?')}, budget "
+                f"{i.get('budget')}): {span}"
+            )
+        lines += [""]
+    groups = group_errors(trials)
+    if groups:
+        lines += ["Why trials failed (grouped by message):", ""]
+        lines += [
+            f"- {len(ids)} × `{msg[:200]}` (trials {', '.join(map(str, ids))})"
+            for msg, ids in groups
+        ]
+        lines += [""]
+    lines += ["## Best cells", ""]
     for rank, f in enumerate(best_files, start=1):
         cell = CellSpec.load(f)
         lines += _cell_section(f"Rank {rank}", cell, f, ctx.run_dir)
     if not best_files:
         lines += ["(no trial completed)", ""]
-    lines += ["## Accuracy and cost", ""]
-    rows: list[ResultRow] = []
-    labels = {"none": "backbone alone", "nonlocal": "+ non-local blocks"}
-    for k, v in _ordered(baselines):
-        rows.append(ResultRow.from_result(labels.get(k, k), v))
     ranked = sorted(done, key=lambda t: -float(t["metrics"].get("top1") or 0.0))
+    lines += ["## Accuracy and cost", ""]
     if ranked:
-        rows.append(
-            ResultRow.from_result(
-                f"+ best cell (trial {ranked[0]['trial_id']})", ranked[0]["metrics"]
-            )
-        )
-    if baselines:
-        lines += ["The baselines were trained with the same trainer budget as every trial.", ""]
-    else:
+        best = ranked[0]
         lines += [
-            "Baselines were not trained (`report.baselines=true` trains the backbone alone and "
-            "with non-local blocks under the same budget).",
+            f"**Selection figure**: the best of {len(done)} completed trials, trial "
+            f"{best['trial_id']}, reached top-1 {_pct(best['metrics'].get('top1'))} % on the "
+            "validation split it was selected on. As the maximum of noisy trials it is biased "
+            "upwards and is not compared with single runs below.",
             "",
         ]
-    lines += [comparison_table(rows, reference="backbone alone"), ""]
+    labels = {"none": "backbone alone", "nonlocal": "+ non-local blocks"}
+    rows: list[ResultRow] = []
+    for key, v in _ordered(baselines):
+        rows.append(ResultRow.from_result(labels.get(key, key), v, k))
+    for key, v in sorted(retrained.items()):
+        rows.append(ResultRow.from_result(f"+ {key} cell (retrained, fresh seed)", v, k))
+    if baselines or retrained:
+        lines += [
+            "Every row below is one training run from scratch with a fresh seed and the same "
+            "trainer budget as every trial: the top cells retrained, the backbone alone and "
+            "the backbone with non-local blocks.",
+            "",
+        ]
+        if not top5_informative(k):
+            lines += [f"(Top-5 is n/a: with {k} classes it is 100 % for every model.)", ""]
+        lines += [comparison_table(rows, reference="backbone alone"), ""]
+    else:
+        lines += [
+            "No comparison was trained (`report.baselines=true` retrains the top "
+            "`report.retrain_top` cells with fresh seeds next to the backbone alone and with "
+            "non-local blocks, under the same budget).",
+            "",
+        ]
     lines += [
         "## All trials",
         "",
-        "| trial | state | top-1 (%) | top-5 (%) | params (M) | GFLOPs | time (s) | cell |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "Top-1 here is each trial's own validation figure (the selection data).",
+        "",
+        "| trial | run | state | top-1 (%) | top-5 (%) | params (M) | GFLOPs | time (s) | cell |",
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for t in trials:
         m = t.get("metrics") or {}
         cell = CellSpec.from_dict(t["cell"])
-        ops = "; ".join(
-            f"{n.op.type}/{n.op.dim}/{n.op.activation}<-{','.join(map(str, n.inputs))}"
-            for n in cell.ops
-        )
         state = t.get("state", "?")
         if state == "failed" and t.get("error"):
             state += f" ({str(t['error']).strip().splitlines()[0][:60]})"
+        inv = _invocation_of(int(t["trial_id"]), starts)
+        top5 = m.get("top5") if top5_informative(m.get("num_classes") or k) else None
         lines.append(
-            f"| {t['trial_id']} | {state} | {_pct(m.get('top1'))} | {_pct(m.get('top5'))} | "
+            f"| {t['trial_id']} | {inv if inv is not None else '–'} | {state} | "
+            f"{_pct(m.get('top1'))} | {_top5(top5)} | "
             f"{_mega(m.get('num_parameters'))} | {_giga(m.get('flops'))} | "
-            f"{_secs(m.get('wall_time_s'))} | `{ops}` |"
+            f"{_secs(m.get('wall_time_s'))} | `{cell_line(cell)}` |"
         )
     lines += [""]
+    lines += data_section({str(t["trial_id"]): t.get("metrics") or {} for t in trials[:1]})
     if plot is not None and plot.is_file():
         lines += ["## Plots", "", f"![best so far]({_link(plot, ctx.run_dir)})", ""]
     if best_files:
-        best = best_files[0].parent / "best.yaml"
-        lines += _reuse_section(ctx, {"all": best if best.is_file() else best_files[0]})
+        best_file = best_files[0].parent / "best.yaml"
+        lines += _reuse_section(ctx, {"all": best_file if best_file.is_file() else best_files[0]})
     path.write_text("\n".join(lines))
     return path
 
 
-def write_train_report(path: Path, title: str, cell: str, result: Mapping[str, Any]) -> Path:
+def write_train_report(
+    path: Path,
+    title: str,
+    cell: str,
+    result: Mapping[str, Any],
+    num_classes: int | None = None,
+) -> Path:
     """Write the short ``report.md`` of one ``attnas-train`` run."""
     lines = [
         f"# {title}",
         "",
         f"Inserted: `{cell}`",
         "",
-        comparison_table([ResultRow.from_result(cell, result)]),
+        comparison_table([ResultRow.from_result(cell, result, num_classes)]),
         "",
     ]
+    lines += data_section({"run": result})
     if result.get("status") == "failed":
         lines += ["```text", str(result.get("error", "")), "```", ""]
     path.write_text("\n".join(lines))

@@ -184,6 +184,8 @@ class DispatchConf:
         timeout_s: per-trial wall-clock limit (None: none).
         max_attempts: starts allowed for a trial whose worker dies.
         poll_interval_s: longest wait for a finished trial before checking again.
+        fail_fast: stop the search when its first this many trials all fail with the same
+            error (0: never; ``attnas.dispatch.run_search``).
         gpus: local: ``auto``, a list of GPU ids, or null for CPU workers.
         threads_per_worker: local: ``OMP_NUM_THREADS`` per worker (None: cores // workers).
         address: ray: cluster address (None: start a local Ray).
@@ -197,6 +199,7 @@ class DispatchConf:
     timeout_s: float | None = None
     max_attempts: int = 3
     poll_interval_s: float = 1.0
+    fail_fast: int = 3
     gpus: Any = "auto"
     threads_per_worker: int | None = None
     address: str | None = None
@@ -223,13 +226,16 @@ class ReportConf:
     """What ``report.md`` compares.
 
     Attributes:
-        baselines: bandit searchers: also train the backbone alone and with non-local blocks
-            under the same trainer budget, for the comparison table.
+        baselines: bandit searchers: retrain the ``retrain_top`` best cells with fresh seeds
+            and train the backbone alone and with non-local blocks, each under the trials'
+            budget, for the comparison table (the selection figure is shown apart).
         top_k: bandit searchers: how many of the best cells are exported as YAML.
+        retrain_top: bandit searchers: how many of the best cells ``baselines`` retrains.
     """
 
     baselines: bool = False
     top_k: int = 3
+    retrain_top: int = 3
 
 
 # ---------------------------------------------------------------------------- primaries
@@ -292,6 +298,8 @@ class TrainConf:
         tracking: the tracking group.
         seed: the training seed (overrides ``trainer.seed``).
         name: a label for the run.
+        resume: continue the run in an existing run directory (``hydra.run.dir=<dir>``) from
+            its last checkpoint; the settings must be those of the run there.
     """
 
     cell: str = "none"
@@ -302,6 +310,7 @@ class TrainConf:
     tracking: TrackingConf = MISSING
     seed: int = 0
     name: str | None = None
+    resume: bool = False
 
 
 SEARCHER_SCHEMAS: dict[str, type] = {

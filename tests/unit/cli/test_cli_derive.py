@@ -11,7 +11,8 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from attnas.cli.runners import UserError, run_derive_config
+from attnas.cli.derive import run_derive_config
+from attnas.cli.errors import UserError
 from attnas.space import CellSpec, load_space
 from attnas.supergraph import ArchitectureWeights, derive_cell
 
