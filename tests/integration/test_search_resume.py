@@ -119,9 +119,17 @@ def _any_alive(pids: list[int], alive: Callable[[int], bool], wait_s: float = 10
 
 
 def _kill_and_resume(
-    tmp_path: Path, script_text: str, budget: int, kill_after: int, limit_s: float
+    tmp_path: Path,
+    script_text: str,
+    budget: int,
+    kill_after: int,
+    limit_s: float,
+    started: Callable[[Path, int], bool] = lambda run_dir, tid: _starts(run_dir, tid) >= 1,
 ) -> tuple[dict, dict, list[int]]:
-    """Run, SIGKILL the group after ``kill_after`` completions, resume; check the store.
+    """Run, SIGKILL the group once ``kill_after`` trials completed and one is running, resume.
+
+    The kill waits for a running trial whose worker has ``started`` (by default: wrote its
+    start line), so every run checks the re-queueing of a trial cut off mid-run.
 
     Returns:
         The records at the kill, the final records, and the output numbers of the resumed run.
@@ -139,14 +147,18 @@ def _kill_and_resume(
     )
     try:
         deadline = time.monotonic() + limit_s
-        completed = 0
-        while completed < kill_after:
+        completed, running = 0, []
+        while completed < kill_after or not any(started(run_dir, tid) for tid in running):
             assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.monotonic() < deadline, f"no {kill_after} completed trials in {limit_s} s"
+            assert time.monotonic() < deadline, (
+                f"no {kill_after} completed trials and a running one in {limit_s} s"
+            )
             time.sleep(0.05)
             if (run_dir / "trials.sqlite").is_file():
                 with TrialStore.open(run_dir, create=False) as store:
-                    completed = store.counts()["completed"]
+                    records = store.trials()
+                completed = sum(r.state == "completed" for r in records)
+                running = [r.trial_id for r in records if r.state == "running"]
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the search and its workers
         proc.wait()
@@ -157,6 +169,7 @@ def _kill_and_resume(
     done_before = {tid: r for tid, r in at_kill.items() if r.state == "completed"}
     running_before = [tid for tid, r in at_kill.items() if r.state == "running"]
     assert kill_after <= len(done_before) < budget
+    assert running_before, "no trial was running at the kill: the re-queue path went untested"
 
     out = subprocess.run(
         [sys.executable, str(script), str(run_dir), "2"],
@@ -201,11 +214,15 @@ def _kill_and_resume(
 def test_kill_and_resume_keeps_every_trial_once(
     tmp_path: Path, process_alive: Callable[[int], bool]
 ) -> None:
-    at_kill, final, _ = _kill_and_resume(tmp_path, _SYNTHETIC_SCRIPT, 8, 3, 60.0)
+    at_kill, final, _ = _kill_and_resume(
+        tmp_path, _SYNTHETIC_SCRIPT, 8, 3, 60.0,
+        started=lambda run_dir, tid: bool(_worker_pids(run_dir, tid)),
+    )  # fmt: skip
     run_dir = tmp_path / "run"
     # the workers killed with the search are gone (pids from their marker lines)
     running_before = [tid for tid, r in at_kill.items() if r.state == "running"]
     pids = [p for tid in running_before for p in _worker_pids(run_dir, tid)[:1]]
+    assert pids, "no worker of a running trial had started at the kill"
     assert not _any_alive(pids, process_alive)
     assert all(r.state == "completed" for r in final.values())
 
