@@ -313,6 +313,21 @@ class TrainConf:
     resume: bool = False
 
 
+@dataclass
+class ExportConf:
+    """``attnas-export``'s primary config (``conf/export.yaml``; see ``attnas.cli.export``)."""
+
+    cell: str = MISSING
+    shape: list[int] | None = None
+    backbone: BackboneConf | None = None
+    num_classes: int = 10
+    input_shape: list[int] | None = None
+    op_channel_ratio: float = 0.25
+    checkpoint: str | None = None
+    out: str = "exported"
+    seed: int = 0
+
+
 SEARCHER_SCHEMAS: dict[str, type] = {
     "differentiable": DifferentiableSearcherConf,
     "gpb": GPBSearcherConf,
@@ -338,6 +353,7 @@ def register_configs() -> None:
     cs.store(name="schema_search", node=SearchConf)
     cs.store(name="schema_derive", node=DeriveConf)
     cs.store(name="schema_train", node=TrainConf)
+    cs.store(name="schema_export", node=ExportConf)
     for group, schemas in _GROUP_SCHEMAS.items():
         for name, node in schemas.items():
             cs.store(group=group, name=f"schema_{name}", node=node)

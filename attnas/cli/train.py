@@ -73,6 +73,10 @@ def run_train_config(
             name=cfg.name or Path(cell).stem,
         ),
     )
+    from attnas.cells import CellSet, is_cell_set
+
+    if cell not in ("none", "nonlocal") and is_cell_set(cell):  # each cell at its own position
+        spec = spec.replace(positions=tuple(CellSet.load(cell).positions))
     RunDir.open(
         run_dir,
         "attnas-train",
