@@ -47,6 +47,9 @@ def plot_weights(
     ax.axis("off")
     cmap = matplotlib.colormaps["viridis"]
     vmax = float(sink.max()) or 1.0
+    # one colour per activation name (node types list different activations), with a legend
+    names = list(dict.fromkeys(a for acts in weights.activations for a in acts))
+    act_colour = {a: matplotlib.colormaps["tab10"](i % 10) for i, a in enumerate(names)}
 
     def xy(lv: int, j: int) -> tuple[float, float]:
         return 3.2 * lv, n - 1 - j
@@ -111,7 +114,7 @@ def plot_weights(
                         (x + 0.75 + 0.12 * a, y - 0.25),
                         0.1,
                         h,
-                        color=cmap(0.15 + 0.2 * a),
+                        color=act_colour[acts[a]],
                         zorder=2,
                     )
                 )
@@ -127,6 +130,17 @@ def plot_weights(
                         va="bottom",
                     )
         ax.text(3.2 * lv, n - 0.45, f"level {lv + 1}", ha="center", fontsize=9, weight="bold")
+    from matplotlib.patches import Patch
+
+    ax.legend(
+        handles=[Patch(color=act_colour[a], label=a) for a in names],
+        title="activation bars",
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+        fontsize=7,
+        title_fontsize=7,
+        frameon=False,
+    )
     ax.set_title(
         title
         or "learned connection weights (edge width: level weight, colour: sink "

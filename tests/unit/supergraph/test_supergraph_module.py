@@ -359,3 +359,16 @@ def test_plot_weights_writes_png(tmp_path):
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data) > 10_000
+
+
+def test_plot_weights_has_a_legend_for_the_activation_bars(tmp_path, monkeypatch):
+    """Issue 16 item 13: the activation squares had no legend."""
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    aw = ArchitectureWeights(2, NODES6, [ACTS4] * 6)
+    plot_weights(aw, tmp_path / "w.png", derive_cell(aw, 3, 1))
+    legend = figures[0].axes[0].get_legend()
+    assert legend is not None and legend.get_title().get_text() == "activation bars"
+    assert [t.get_text() for t in legend.get_texts()] == list(ACTS4)
