@@ -31,6 +31,7 @@ from attnas.data.datasets import (
 )
 from attnas.data.motion import MovingDigits
 from attnas.data.registry import build_dataset, list_datasets, register_dataset
+from attnas.data.relations import DistantMatch
 from attnas.data.splits import stratified_group_kfold, stratified_group_split
 from attnas.data.transforms import EvalClipTransform, TrainClipTransform
 from attnas.data.video import ClipSampler, VideoDecodeError, decode_frames, probe_video
@@ -42,6 +43,7 @@ __all__ = [
     "ClipSampler",
     "CsvVideoDataset",
     "DecodedClipCache",
+    "DistantMatch",
     "EvalClipTransform",
     "FailedItem",
     "FailureLog",
