@@ -36,6 +36,14 @@ the cells, the machine) and ``.md`` (the tables), the discovered cells as
 ``experiments/results/cells/<task>_<method>.yaml``, and search run directories under
 ``--work-dir`` (default ``runs/paper_tables_<preset>``, not committed).
 
+Selection noise. The GPB row's cell is the maximum of ``gpb_budget`` proxy trials chosen on one
+validation split, so each searched row shows its search figure beside chance (``1 / classes``),
+and the GPB row is flagged when its proxy trials do not differ beyond binomial noise: a χ² test
+of homogeneity of the trials' top-1 counts over the validation clips (p > 0.05), or a best
+trial that is not above chance (one-sided binomial test, Bonferroni-corrected for the number of
+trials). A flagged GPB cell is indistinguishable from a random pick of the space; the tables
+say so in a warning line instead of presenting it as a search result.
+
 Design choices where the paper and DESIGN.md are silent: GPB searches on a proxy (fewer clips
 and epochs than the final training, as the paper's GPB trials are shorter than the final runs);
 the differentiable searches train the supergraph for the final training's epochs on the full
@@ -48,6 +56,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -127,7 +136,8 @@ PRESETS: dict[str, Preset] = {
         transfer_backbones=("r3d_tiny",),
     ),
     # About 15-20 minutes on 2 idle cores: big enough for the tiny backbones to learn the task
-    # (AdamW, 512 clips, 4 epochs), so the rows differ by more than chance.
+    # (AdamW, 512 clips, 4 epochs). Whether two rows differ beyond noise is for the tables'
+    # spreads to say (and the proxy-noise warning for the GPB row), not for this preset.
     "cpu": Preset(
         name="cpu",
         tasks=("moving_digits",),
@@ -166,6 +176,55 @@ def _row(
     }
 
 
+NOISE_P = 0.05  # significance level of the proxy-noise checks
+
+
+def proxy_summary(values: list[float], val_clips: int, num_classes: int) -> dict[str, Any]:
+    """Best proxy top-1 beside chance, and whether the proxy trials differ beyond noise.
+
+    Args:
+        values: Validation top-1 of each completed proxy trial, in [0, 1].
+        val_clips: Validation clips each value was measured on.
+        num_classes: Classes of the task (chance is ``1 / num_classes``).
+
+    Returns:
+        ``best``, ``worst``, ``chance``, ``val_clips``, ``trials``, ``se`` (binomial standard
+        error at the pooled top-1), ``homogeneity_p`` (χ² test that every trial has the same
+        top-1), ``best_above_chance_p`` (one-sided binomial test of the best against chance,
+        times the number of trials), ``within_noise`` and ``warning`` (None when the trials
+        differ beyond noise and the best is above chance).
+    """
+    from scipy import stats
+
+    n, k = int(val_clips), len(values)
+    chance = 1.0 / num_classes
+    counts = [round(v * n) for v in values]
+    pooled = sum(counts) / (k * n) if k else math.nan
+    if k > 1 and 0 < pooled < 1:
+        chi2 = sum((c - n * pooled) ** 2 for c in counts) / (n * pooled * (1 - pooled))
+        homogeneity_p = float(stats.chi2.sf(chi2, k - 1))
+    else:
+        homogeneity_p = 1.0  # one trial, or all at 0 or 1: no evidence of a difference
+    best = max(values) if values else math.nan
+    above_p = min(1.0, k * float(stats.binom.sf(max(counts, default=0) - 1, n, chance)))
+    within_noise = homogeneity_p > NOISE_P or above_p > NOISE_P
+    se = math.sqrt(pooled * (1 - pooled) / n) if 0 <= pooled <= 1 else math.nan
+    warning = None
+    if within_noise:
+        warning = (
+            f"the {k} GPB proxy trials are within binomial noise: top-1 "
+            f"{min(values, default=math.nan) * 100:.1f}-{best * 100:.1f} % over {n} clips "
+            f"(1 s.e. {se * 100:.1f} pp; homogeneity p = {homogeneity_p:.2f}; best above "
+            f"chance {chance * 100:.1f} %: p = {above_p:.2f}), so the GPB cell is "
+            "indistinguishable from a random pick"
+        )
+    return {
+        "best": best, "worst": min(values, default=math.nan), "chance": chance,
+        "val_clips": n, "trials": k, "se": se, "homogeneity_p": homogeneity_p,
+        "best_above_chance_p": above_p, "within_noise": within_noise, "warning": warning,
+    }  # fmt: skip
+
+
 def evaluate(
     spec: TrialSpec, seeds: int, module_factory: Any = None, label: str = ""
 ) -> list[TrialResult]:
@@ -179,27 +238,28 @@ def evaluate(
 
 
 def gpb_search(
-    space: SearchSpace, proxy: TrialSpec, preset: Preset, run_dir: Path
+    space: SearchSpace, proxy_spec: TrialSpec, preset: Preset, run_dir: Path
 ) -> tuple[CellSpec, dict[str, Any]]:
-    """A GP-bandit search over ``space`` whose trials train ``proxy`` with each cell.
+    """A GP-bandit search over ``space`` whose trials train ``proxy_spec`` with each cell.
 
     Returns:
-        The best cell and a summary (trials, best proxy top-1, cost).
+        The best cell and a summary (trials, best proxy top-1, ``proxy_summary``, cost).
     """
     from attnas.controller import GPBandit
     from attnas.dispatch import TRAIN_TRIAL_FN, TrialStore, build_dispatcher, run_search
 
     searcher = GPBandit(space, seed=0, n_init=preset.gpb_n_init)
-    config = proxy.to_dict()
+    config = proxy_spec.to_dict()
     config.pop("name", None)
     with measured() as cost, TrialStore.open(run_dir) as store:
         with build_dispatcher("local", trial_fn=TRAIN_TRIAL_FN, num_workers=preset.workers) as d:
             summary = run_search(searcher, store, d, preset.gpb_budget, trial_config=config,
                                  master_seed=0, poll_interval_s=0.2)  # fmt: skip
+        records = store.trials()
         trials = [
             {"trial_id": r.trial_id, "cell_hash": r.cell_hash, "state": r.state,
-             "top1": r.objective("top1")}
-            for r in store.trials()
+             "top1": r.objective("top1"), **_clips_and_classes(r.metrics)}
+            for r in records
         ]  # fmt: skip
     if summary.best is None:
         raise RuntimeError(f"GPB search in {run_dir} completed no trial: {trials}")
@@ -207,9 +267,30 @@ def gpb_search(
     proxy_top1 = summary.best.objective("top1")
     best = CellSpec(best.ops, best.outputs, name="gpb_best",
                     meta={"search": "gpb", "proxy_top1": proxy_top1})  # fmt: skip
-    info = {"trials": trials, "best_proxy_top1": summary.best.objective("top1"),
+    done = [t for t in trials if t["top1"] is not None]
+    proxy = proxy_summary(
+        [t["top1"] for t in done],
+        val_clips=int(done[0]["val_clips"] or preset.val_clips),
+        num_classes=int(done[0]["num_classes"] or _num_classes(proxy_spec)),
+    )
+    if proxy["warning"]:
+        log.warning("%s", proxy["warning"])
+    info = {"trials": trials, "best_proxy_top1": proxy_top1, "proxy": proxy,
             "completed": summary.completed, "failed": summary.failed, **cost}  # fmt: skip
     return best, info
+
+
+def _clips_and_classes(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Validation clips and classes of a trial, from its stored ``TrialResult``."""
+    history = metrics.get("history") or [{}]
+    return {"val_clips": history[-1].get("val_clips"), "num_classes": metrics.get("num_classes")}
+
+
+def _num_classes(spec: TrialSpec) -> int:
+    from attnas.data import build_dataset
+
+    common = dict(spec.dataset_kwargs)
+    return int(build_dataset(spec.dataset, split="val", **common, **spec.val_kwargs).num_classes)
 
 
 def differentiable_search(
@@ -222,6 +303,7 @@ def differentiable_search(
     with measured() as cost:
         result = run_differentiable_search(space, spec, config, run_dir)
     info = {"search_top1": result.search.top1, "cell_files": [str(p) for p in result.cell_files],
+            "chance": None if not result.search.num_classes else 1 / result.search.num_classes,
             **cost}  # fmt: skip
     return result.cells, info
 
@@ -296,17 +378,37 @@ def _fmt(stat: dict[str, Any], scale: float = 100.0) -> str:
     return f"{stat['mean'] * scale:.1f} ± {stat['std'] * scale:.1f} (n={stat['n']})"
 
 
+def _search_figure(search: dict[str, Any]) -> str:
+    """The search's own top-1 beside chance: the best proxy trial (GPB) or the supergraph."""
+    proxy = search.get("proxy")
+    if proxy:
+        flag = " ⚠ within noise" if proxy["within_noise"] else ""
+        return (f"best proxy {proxy['best'] * 100:.1f} (chance {proxy['chance'] * 100:.1f}, "
+                f"{proxy['trials']} trials){flag}")  # fmt: skip
+    if search.get("search_top1") is not None and search.get("chance"):
+        return f"supergraph {search['search_top1'] * 100:.1f} (chance {search['chance'] * 100:.1f})"
+    return "-"
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The tables of a report as markdown."""
     head = ("| task | backbone | method | top-1 % (mean ± std) | top-5 % | params | MFLOPs/clip "
-            "| search CPU-s |\n|---|---|---|---|---|---|---|---|\n")  # fmt: skip
+            "| search CPU-s | search top-1 % |\n"
+            "|---|---|---|---|---|---|---|---|---|\n")  # fmt: skip
 
     def line(r: dict[str, Any]) -> str:
         search = r.get("search", {}).get("cpu_s")
         flops = "-" if r["flops"] is None else f"{r['flops'] / 1e6:.1f}"
         return (f"| {r['task']} | {r['backbone']} | {r['method']} | {_fmt(r['top1'])} | "
                 f"{_fmt(r['top5'])} | {r['num_parameters'] or 0:,} | {flops} | "
-                f"{'-' if search is None else f'{search:.0f}'} |\n")  # fmt: skip
+                f"{'-' if search is None else f'{search:.0f}'} | "
+                f"{_search_figure(r.get('search', {}))} |\n")  # fmt: skip
+
+    warnings = [
+        f"- **{r['task']} / {r['method']}**: {r['search']['proxy']['warning']}.\n"
+        for r in report["rows"]
+        if (r.get("search", {}).get("proxy") or {}).get("warning")
+    ]
 
     s = report["settings"]
     out = [
@@ -318,6 +420,7 @@ def markdown(report: dict[str, Any]) -> str:
         "## Main table\n\n",
         head,
         *(line(r) for r in report["rows"]),
+        *(["\n**Warning: selection noise.**\n\n", *warnings] if warnings else []),
         "\n## Cell transfer (cells found on i3d_tiny)\n\n",
         head,
         *(line(r) for r in report["transfer"]),
