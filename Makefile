@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: venv test test-slow demo bench lint format clean
+.PHONY: venv test test-slow demo bench tabular lint format clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,10 @@ test-slow: venv
 
 demo: venv
 	$(BIN)/attnas-search experiment=cpu_demo $(ARGS)
+
+# The tabular benchmark (benchmarks/distant_match_k2): resumable; run it again to continue.
+tabular: venv
+	OMP_NUM_THREADS=1 $(BIN)/attnas-bench $(ARGS)
 
 bench: venv
 	$(BIN)/python -m experiments.bench $(ARGS)

@@ -62,6 +62,8 @@ class DistantMatch(Dataset):
         classes: ``["different", "same"]`` in label order.
         labels: ``(num_clips,)`` int64 labels (balanced to within one clip).
         frames: ``(num_clips, T, size, size)`` uint8 frames.
+        places: ``(num_clips, 2, 2)`` top-left corners ``(y, x)`` of digit A and digit B.
+        pair_classes: ``(num_clips, 2)`` digit classes of A and B.
     """
 
     def __init__(
@@ -121,8 +123,9 @@ class DistantMatch(Dataset):
         cls_b = np.where(labels == 1, cls_a, (cls_a + shift) % k)
         frames = np.zeros((num_clips, num_frames, size, size), dtype=np.uint8)
         span = size - g + 1
+        self.places = np.zeros((num_clips, 2, 2), dtype=np.int64)  # (N, A|B, y|x)
         for i in range(num_clips):
-            (ya, xa), (yb, xb) = self._places(rng, span, min_distance)
+            (ya, xa), (yb, xb) = self.places[i] = self._places(rng, span, min_distance)
             a = self._glyph(rng, by_class[classes[cls_a[i]]], digit_scale)
             b = self._glyph(rng, by_class[classes[cls_b[i]]], digit_scale)
             for _ in range(distractors):
@@ -136,6 +139,7 @@ class DistantMatch(Dataset):
             np.maximum(late, b[None], out=late)
         self.frames = frames
         self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.pair_classes = np.stack([np.array(classes)[cls_a], np.array(classes)[cls_b]], 1)
 
     @staticmethod
     def _places(
