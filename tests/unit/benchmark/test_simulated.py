@@ -69,7 +69,8 @@ _SCRIPT = textwrap.dedent(
     from attnas.controller import RandomSearch
     from attnas.dispatch import TrialStore, run_search
 
-    table, run_dir, budget, kill_after = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    table, run_dir = sys.argv[1], sys.argv[2]
+    budget, kill_after = int(sys.argv[3]), int(sys.argv[4])
     bench = load(table)
     done = 0
 
