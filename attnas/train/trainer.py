@@ -402,10 +402,11 @@ class Trainer:
         if not bad:
             return
         limit = self.config.max_val_nonfinite
-        logger.warning(
-            "epoch %d: %d of %d validation clips had non-finite outputs (counted as errors)",
-            metrics["epoch"], bad, clips,
-        )  # fmt: skip
+        if self.dist.is_main:
+            logger.warning(
+                "epoch %d: %d of %d validation clips had non-finite outputs (counted as errors)",
+                metrics["epoch"], bad, clips,
+            )  # fmt: skip
         if bad > limit * clips:
             raise NonFiniteOutputError(
                 f"epoch {metrics['epoch']}: {bad:.0f} of {clips:.0f} validation clips had "
