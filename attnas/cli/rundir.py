@@ -26,7 +26,8 @@ Rules:
   stdout``); ``RunDir.open`` writes ``.hydra/``, ``config.yaml`` and ``run.json`` and opens
   ``<command>.log`` once it has accepted the run. An empty directory that Hydra created for a
   refused resume is removed again.
-- A run directory made before ``run.json`` existed is checked against its ``config.yaml``.
+- A run directory made before ``run.json`` existed is checked against its ``config.yaml``; keys
+  that file does not have (settings added since) are not compared.
 """
 
 from __future__ import annotations
@@ -171,10 +172,9 @@ class RunDir:
         record = _read_record(path) if exists else {}
         if exists:
             stored = record.get("fingerprint")
-            if stored is None:  # an older run: its config.yaml, without the space's content
-                stored = _legacy_fingerprint(path)
-                if stored is not None and "space_content" in fingerprint:
-                    stored["space_content"] = fingerprint["space_content"]
+            if stored is None:  # an older run: its config.yaml, which lacks keys added since
+                legacy = _legacy_fingerprint(path)  # (and the space's content): those pass
+                stored = None if legacy is None else {**flatten(fingerprint), **flatten(legacy)}
             if stored is not None:
                 diff = differences(stored, fingerprint)
                 if diff:

@@ -245,6 +245,35 @@ def test_item7_13_growing_a_finished_search(bandit_run: Path) -> None:
     assert not (run / ".dispatch").exists()
 
 
+@pytest.mark.slow
+def test_issue15_the_top_cells_are_retrained_against_the_baselines(bandit_run: Path) -> None:
+    """Issue 15: the best of N trials was set against single baseline runs. ``report.*`` may
+    change on resume, so the comparison is added to the finished search."""
+    run, cwd = bandit_run, bandit_run.parent
+    proc = _cli("attnas.cli.search", *BANDIT, "budget=2", "resume=true", "report.baselines=true",
+                "report.retrain_top=1", f"hydra.run.dir={run}", cwd=cwd)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = (run / "report.md").read_text()
+    comparison = report.split("## Accuracy and cost")[1].split("## All trials")[0]
+    assert "**Selection figure**: the best of 2 completed trials" in comparison
+    rows = [ln for ln in comparison.splitlines() if ln.startswith("| ") and "---" not in ln]
+    labels = [r.split("|")[1].strip() for r in rows[1:]]
+    assert labels == [
+        "backbone alone",
+        "+ non-local blocks",
+        "+ rank1 cell (retrained, fresh seed)",
+    ]
+    assert all("| n/a |" in r for r in rows[1:])  # 4 classes: top-5 carries no information
+    best = yaml.safe_load((run / "cells" / "rank1.yaml").read_text())["meta"]["search"]
+    retrained = next((run / "retrain").glob("*/result.json"))
+    import sqlite3
+
+    with sqlite3.connect(run / "trials.sqlite") as db:
+        seeds = {s for (s,) in db.execute("SELECT seed FROM trials")}
+    seed = json.loads(retrained.read_text())["seed"]
+    assert seed not in seeds and best["trial_id"] in (1, 2)
+
+
 @pytest.fixture(scope="module")
 def diff_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cwd = tmp_path_factory.mktemp("diff")
