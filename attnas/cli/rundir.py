@@ -216,12 +216,17 @@ class RunDir:
         tmp.replace(self.path / RUN_FILE)
 
     def _attach_log(self) -> None:
+        root = logging.getLogger()
+        for old in [h for h in root.handlers if getattr(h, "_attnas_run_log", False)]:
+            root.removeHandler(old)  # one run directory per process at a time
+            old.close()
         name = self.command.removeprefix("attnas-")
         handler = logging.FileHandler(self.path / f"{name}.log")
+        handler._attnas_run_log = True  # type: ignore[attr-defined]
         handler.setFormatter(
             logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
         )
-        logging.getLogger().addHandler(handler)
+        root.addHandler(handler)
 
 
 def hydra_files() -> dict[str, str]:

@@ -1,6 +1,7 @@
 """``attnas-search``: search a space of attention cells (Hydra app, ``conf/search.yaml``).
 
-Reads top to bottom: load the space, open the run directory (``attnas.cli.rundir``: refuse a
+Reads top to bottom: load the space, convert the config for the searcher (``plan_*``), open
+the run directory (``attnas.cli.rundir``: refuse a
 run directory that holds a run unless ``resume=true``, refuse a resume with other settings, say
 "nothing to resume" for an empty one), then run the differentiable search
 (``search_differentiable``) or a bandit search (``search_bandit``) and print the summary.
@@ -55,8 +56,8 @@ def run_search_config(cfg: Any, run_dir: Path, hydra: dict[str, str] | None = No
     Returns:
         The ``SearchOutput`` (run directory, report, cell files, summary lines).
     """
-    from attnas.cli.search_bandit import run_bandit
-    from attnas.cli.search_differentiable import run_differentiable
+    from attnas.cli.search_bandit import plan_bandit, run_bandit
+    from attnas.cli.search_differentiable import plan_differentiable, run_differentiable
 
     apply_tracking_env(cfg)
     name = str(cfg.searcher.name)
@@ -66,6 +67,10 @@ def run_search_config(cfg: Any, run_dir: Path, hydra: dict[str, str] | None = No
         )
     space = convert("space", lambda: _schema.load_space_from(cfg.space))
     plain = convert("config", lambda: fingerprint(cfg, space))
+    if name == "differentiable":
+        plan: Any = plan_differentiable(cfg, space)
+    else:
+        plan = plan_bandit(cfg, space, run_dir)
     run = RunDir.open(
         run_dir,
         "attnas-search",
@@ -75,8 +80,8 @@ def run_search_config(cfg: Any, run_dir: Path, hydra: dict[str, str] | None = No
         hydra_files=hydra,
     )
     if name == "differentiable":
-        return run_differentiable(cfg, space, run)
-    return run_bandit(cfg, space, run)
+        return run_differentiable(cfg, space, plan, run)
+    return run_bandit(cfg, space, plan, run)
 
 
 def _search(cfg: DictConfig) -> None:

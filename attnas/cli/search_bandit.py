@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,28 @@ from attnas.cli.rundir import RunDir
 from attnas.cli.search_context import SearchOutput, op_params, pct, search_context
 
 
-def run_bandit(cfg: Any, space: Any, run: RunDir) -> SearchOutput:
-    """Run, resume or grow the bandit search of ``cfg`` in the accepted ``run``."""
-    from attnas.dispatch import SystematicFailure, TrialStore, build_dispatcher, run_search
+@dataclass
+class BanditPlan:
+    """What a bandit search needs, converted from the config before the run directory is
+    touched (a conversion error leaves no run behind)."""
 
+    name: str
+    budget: int
+    searcher: Any
+    base: Any
+    trial_config: dict[str, Any]
+    dispatcher: str
+    dispatcher_kwargs: dict[str, Any]
+
+
+def plan_bandit(cfg: Any, space: Any, run_dir: Path) -> BanditPlan:
+    """Convert ``cfg`` into the searcher, the trials' spec and the dispatcher's arguments."""
     name = str(cfg.searcher.name)
     budget = int(cfg.budget)
     if budget < 1:
         raise UserError(f"budget must be >= 1, got {budget}")
+    if int(cfg.dispatch.fail_fast) < 0:
+        raise UserError(f"dispatch.fail_fast must be >= 0, got {cfg.dispatch.fail_fast}")
     searcher = _build_searcher(name, space, int(cfg.seed), cfg.searcher)
     base = convert(
         "config",
@@ -49,7 +64,17 @@ def run_bandit(cfg: Any, space: Any, run: RunDir) -> SearchOutput:
         for k, v in base.to_dict().items()
         if k not in ("cell", "run_dir", "resume", "trial_key", "name")
     }
-    dname, dkwargs = _dispatcher_kwargs(cfg, run.path / ".dispatch")
+    dname, dkwargs = _dispatcher_kwargs(cfg, run_dir / ".dispatch")
+    return BanditPlan(name, budget, searcher, base, trial_config, dname, dkwargs)
+
+
+def run_bandit(cfg: Any, space: Any, plan: BanditPlan, run: RunDir) -> SearchOutput:
+    """Run, resume or grow the bandit search of ``plan`` in the accepted ``run``."""
+    from attnas.dispatch import SystematicFailure, TrialStore, build_dispatcher, run_search
+
+    name, budget, searcher, base = plan.name, plan.budget, plan.searcher, plan.base
+    trial_config = plan.trial_config
+    shutil.rmtree(run.path / ".dispatch", ignore_errors=True)  # left by a killed search
 
     def on_finish(record: Any) -> None:
         top1 = (record.metrics or {}).get("top1")
@@ -64,7 +89,7 @@ def run_bandit(cfg: Any, space: Any, run: RunDir) -> SearchOutput:
     try:
         known = store.trials()
         run.note(first_trial=(known[-1].trial_id + 1) if known else 1, budget=budget)
-        dispatcher = convert(f"dispatch {dname}", lambda: build_dispatcher(dname, **dkwargs))
+        dispatcher = build_dispatcher(plan.dispatcher, **plan.dispatcher_kwargs)
         try:
             summary = run_search(
                 searcher,
@@ -156,8 +181,10 @@ def _dispatcher_kwargs(cfg: Any, scratch: Path) -> tuple[str, dict[str, Any]]:
 
     d = schema.plain(cfg.dispatch)
     name = d["name"]
+    for key in ("workers", "timeout_s"):
+        if d.get(key) is not None and d[key] <= 0:
+            raise UserError(f"dispatch.{key} must be > 0 or null, got {d[key]}")
     if name == "local":
-        shutil.rmtree(scratch, ignore_errors=True)  # left by a killed search
         return name, {
             "trial_fn": TRAIN_TRIAL_FN,
             "num_workers": d.get("workers"),

@@ -18,11 +18,9 @@ from attnas.cli.rundir import RunDir
 from attnas.cli.search_context import SearchOutput, op_params, pct, search_context
 
 
-def run_differentiable(cfg: Any, space: Any, run: RunDir) -> SearchOutput:
-    """Run (or resume) the differentiable search of ``cfg`` in the accepted ``run``."""
-    from attnas.cells import CellSet
-    from attnas.supergraph.search import run_differentiable_search
-
+def plan_differentiable(cfg: Any, space: Any) -> tuple[Any, Any]:
+    """``(DifferentiableSearchConfig, TrialSpec)`` of ``cfg``, converted before the run
+    directory is touched (a conversion error leaves no run behind)."""
     config = convert("searcher", lambda: schema.to_search_config(cfg.searcher))
     spec = convert(
         "config",
@@ -30,10 +28,19 @@ def run_differentiable(cfg: Any, space: Any, run: RunDir) -> SearchOutput:
             cfg,
             op_channel_ratio=space.op_channel_ratio,
             op_params=op_params(space),
-            resume=run.resumed,
+            resume=bool(cfg.resume),
             name=str(cfg.name),
         ),
     )
+    return config, spec
+
+
+def run_differentiable(cfg: Any, space: Any, plan: tuple[Any, Any], run: RunDir) -> SearchOutput:
+    """Run (or resume) the differentiable search of ``plan`` in the accepted ``run``."""
+    from attnas.cells import CellSet
+    from attnas.supergraph.search import run_differentiable_search
+
+    config, spec = plan
     try:
         result = run_differentiable_search(space, spec, config, run.path)
     except RuntimeError as err:

@@ -139,6 +139,16 @@ def test_item8_failures_exit_nonzero_with_one_line(cwd: Path) -> None:
     assert not typo.exists()
 
 
+def test_item4_a_config_error_leaves_no_run_behind(cwd: Path) -> None:
+    """Conversions happen before the run directory is written: fixing the typo then works."""
+    run = cwd / "run"
+    proc = _cli("attnas.cli.search", *BANDIT, "trainer.optimizer=adamm", f"hydra.run.dir={run}",
+                cwd=cwd)  # fmt: skip
+    assert proc.returncode == 2
+    assert "adamm" in _error_line(proc, "attnas-search")
+    assert not (run / "run.json").exists() and not (run / "config.yaml").exists()
+
+
 # ------------------------------------------------------------------ slow: tiny real runs
 @pytest.mark.slow
 def test_item2_data_failures_and_padding_are_counted_and_reported(cwd: Path) -> None:
