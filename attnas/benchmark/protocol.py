@@ -78,21 +78,27 @@ class ProxyProtocol:
     positions: tuple[str, ...] = ("Conv3d_2c_3x3",)
     dataset: str = "distant_match"
     dataset_kwargs: dict[str, Any] = field(
-        default_factory=lambda: {"num_frames": 8, "size": 32, "min_distance": 16.0}
+        default_factory=lambda: {
+            "num_frames": 4,
+            "size": 32,
+            "min_distance": 16.0,
+            "show_frames": 1,
+            "digit_classes": [0, 1],
+        }
     )
     train_clips: int = 1024
     val_clips: int = 512
     data_seed: int = 0
     op_channel_ratio: float = 0.25
-    readout: str = "backbone"
+    readout: str = "local"
     readout_width: int = 64
-    branch_init: float = 0.0
+    branch_init: float = 1.0
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            epochs=4,
-            batch_size=32,
+            epochs=8,
+            batch_size=64,
             optimizer="adamw",
-            lr=2e-3,
+            lr=3e-3,
             weight_decay=0.01,
             warmup_epochs=0.25,
             device="cpu",
@@ -101,10 +107,10 @@ class ProxyProtocol:
         )
     )
     pretrain_dataset: str = "digit_glyphs"
-    pretrain_clips: int = 2048
+    pretrain_clips: int = 4096
     pretrain: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            epochs=4,
+            epochs=8,
             batch_size=32,
             optimizer="adamw",
             lr=2e-3,

@@ -1,0 +1,130 @@
+"""The proxy protocol: cached features are the frozen prefix's output, the readout is local,
+the branch opening, the protocol's plain-data round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnas.backbones import build_backbone
+from attnas.benchmark import FeatureCache, ProxyProtocol, build_proxy_model, run_proxy_trial
+from attnas.benchmark.protocol import LocalReadout
+from attnas.data import build_dataset
+from attnas.space import CellSpec
+from attnas.train import TrainConfig
+
+TINY = ProxyProtocol(
+    dataset_kwargs={"num_frames": 4, "size": 32, "min_distance": 12.0, "show_frames": 1},
+    train_clips=32,
+    val_clips=16,
+    readout_width=8,
+    train=TrainConfig(
+        epochs=2,
+        batch_size=16,
+        optimizer="adamw",
+        lr=3e-3,
+        device="cpu",
+        progress=False,
+        checkpoint_every=0,
+    ),
+)
+CELL = CellSpec.from_dict(
+    {
+        "ops": [
+            {"type": "dot", "dim": "spatiotemporal", "activation": "softmax", "inputs": [0]},
+            {"type": "map", "dim": "temporal", "activation": "sigmoid", "inputs": [0, 1]},
+        ],
+        "outputs": [1, 2],
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> str:
+    """Random (not pre-trained) backbone weights: the tests need a file, not a good one."""
+    torch.manual_seed(0)
+    model = build_backbone(TINY.backbone, 10, TINY.clip_shape())
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm3d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path_factory.mktemp("w") / "weights.pt"
+    torch.save({"state_dict": model.state_dict()}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def cache(weights) -> FeatureCache:
+    return FeatureCache(TINY, weights)
+
+
+def test_cached_features_are_the_frozen_prefix_output(cache, weights):
+    model = build_backbone(TINY.backbone, 10, TINY.clip_shape())
+    model.load_state_dict(torch.load(weights, weights_only=True)["state_dict"])
+    model.eval()
+    clips = build_dataset(
+        "distant_match",
+        split="val",
+        num_clips=TINY.val_clips,
+        seed=TINY.data_seed,
+        **TINY.dataset_kwargs,
+    )
+    x = torch.stack([clips[i][0] for i in range(4)])
+    with torch.no_grad():
+        for name in cache.prefix:
+            x = model.stages[name](x)
+    assert cache.prefix[-1] == TINY.split
+    torch.testing.assert_close(cache.data["val"].tensors[0][:4], x, rtol=0, atol=1e-6)
+    assert torch.equal(cache.data["val"].tensors[1], clips.labels)
+
+
+def test_proxy_model_trains_only_what_follows_the_split(cache):
+    model = build_proxy_model(TINY, cache, CELL, seed=0)
+    assert isinstance(model.head, LocalReadout)
+    trainable = {n.split(".")[0] + "." + n.split(".")[1] for n, p in model.named_parameters()}
+    assert trainable == {"inserted.Conv3d_2c_3x3", "head.conv", "head.bn", "head.fc"}
+    feats = cache.data["train"].tensors[0][:2]
+    assert model(feats).shape == (2, 2)
+
+
+def test_branch_opens_at_the_configured_weight(cache):
+    for cell, attr in ((CELL, "out_norm"), ("nonlocal", "norm")):
+        model = build_proxy_model(TINY, cache, cell, seed=0)
+        norm = getattr(model.inserted[TINY.split], attr)
+        assert torch.all(norm.weight == 1.0)
+        closed = build_proxy_model(TINY.replace(branch_init=0.0), cache, cell, seed=0)
+        assert torch.all(getattr(closed.inserted[TINY.split], attr).weight == 0.0)
+
+
+def test_local_readout_cannot_relate_two_places():
+    """Pooled hidden features of two disjoint events add up: the head is linear in their sum."""
+    torch.manual_seed(0)
+    head = LocalReadout(6, 8, 2).eval()
+    background = torch.zeros(1, 6, 2, 4, 4)
+    a, b = background.clone(), background.clone()
+    a[..., 0, 0] = torch.randn(6, 2)
+    b[..., 3, 3] = torch.randn(6, 2)
+    both = a + b
+
+    def pooled(x):
+        return torch.relu(head.bn(head.conv(x))).mean(dim=(2, 3, 4))
+
+    torch.testing.assert_close(pooled(both), pooled(a) + pooled(b) - pooled(background))
+
+
+def test_trial_is_deterministic_and_records_every_epoch(cache):
+    first = run_proxy_trial(TINY, cache, CELL, seed=3)
+    second = run_proxy_trial(TINY, cache, CELL, seed=3)
+    assert first.ok and len(first.history) == 2
+    assert [h["val_top1"] for h in first.history] == [h["val_top1"] for h in second.history]
+    assert first.num_parameters > 0 and first.flops > 0
+
+
+def test_protocol_round_trip_and_errors():
+    assert ProxyProtocol.from_dict(TINY.to_dict()) == TINY
+    with pytest.raises(KeyError, match="unknown key"):
+        ProxyProtocol.from_dict({**TINY.to_dict(), "epochz": 3})
+    with pytest.raises(ValueError, match="readout"):
+        ProxyProtocol(readout="mlp")
+    assert TINY.pretrain_key() != TINY.replace(pretrain_clips=5).pretrain_key()
