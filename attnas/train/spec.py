@@ -81,12 +81,12 @@ class TrainConfig:
         progress: Show a tqdm bar (None: only when stderr is a terminal).
         checkpoint_every: Save a checkpoint every this many epochs (0: never; the last epoch
             is always saved when checkpointing is on).
-        max_val_nonfinite: Largest fraction of validation clips whose outputs may be
-            non-finite (NaN or infinite logits) before the trial fails. Such clips always count
-            as errors in top-1/top-5, are left out of ``val_loss`` and are reported as
-            ``val_nonfinite``; an epoch with a larger fraction raises
-            ``NonFiniteOutputError``. Default 0.0: any non-finite validation output fails the
-            trial, as a non-finite training loss does (1.0 never fails).
+        max_val_nonfinite: Largest fraction of the last epoch's validation clips whose outputs
+            may be non-finite (NaN or infinite logits) before the trial fails. Such clips
+            always count as errors in top-1/top-5, are left out of ``val_loss`` and are
+            reported (``val_nonfinite``, every epoch); a larger fraction at the last epoch
+            raises ``NonFiniteOutputError``. Default 0.0: any non-finite output in the trial's
+            final evaluation fails it, as a non-finite training loss does (1.0 never fails).
     """
 
     epochs: int = 1

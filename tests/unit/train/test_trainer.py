@@ -192,10 +192,11 @@ class _NaNForMarked(nn.Module):
     def __init__(self, classes: int = 3) -> None:
         super().__init__()
         self.inner = _model(classes)
+        self.active = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.inner(x)  # (B, K)
-        marked = x[:, 0, 0, 0, 0] > 100  # (B,)
+        marked = (x[:, 0, 0, 0, 0] > 100) & self.active  # (B,)
         return torch.where(marked[:, None], torch.full_like(out, math.nan), out)
 
 
@@ -223,18 +224,37 @@ def test_nonfinite_validation_outputs_are_errors_left_out_of_the_loss() -> None:
     assert metrics["top5"] == pytest.approx(0.8)  # 3 classes: every finite clip is a top-3 hit
 
 
-def test_nonfinite_validation_outputs_fail_the_trial_by_default() -> None:
+class _HealAfter(TrainerHook):
+    """Stops ``_NaNForMarked`` from producing NaN after the given epoch."""
+
+    def __init__(self, model: _NaNForMarked, epochs: int) -> None:
+        self.model, self.epochs = model, epochs
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, Any]) -> None:
+        if epoch + 1 >= self.epochs:
+            self.model.active = False
+
+
+def test_nonfinite_final_validation_outputs_fail_the_trial_by_default(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     seed_everything(0)
     val = _mark(_Clips(10, seed=1), (1, 4))
     config = TrainConfig(epochs=2, batch_size=4, device="cpu")
     assert config.max_val_nonfinite == 0.0
     trainer = Trainer(_NaNForMarked(), _Clips(8), val, config)
-    with pytest.raises(NonFiniteOutputError, match="2 of 10 validation clips"):
+    with pytest.raises(NonFiniteOutputError, match="epoch 2: 2 of 10 validation clips"):
         trainer.fit()
-    (metrics,) = trainer.history  # the failing epoch is recorded, and no further one runs
-    assert metrics["val_nonfinite"] == 2 and math.isfinite(metrics["val_loss"])
+    assert [m["val_nonfinite"] for m in trainer.history] == [2, 2]  # the last epoch recorded
+    assert math.isfinite(trainer.history[-1]["val_loss"])
     tolerant = Trainer(_NaNForMarked(), _Clips(8), val, config.replace(max_val_nonfinite=0.2))
     assert [m["val_nonfinite"] for m in tolerant.fit()] == [2, 2]
+    # non-finite outputs in an earlier epoch only: a warning, the final evaluation decides
+    caplog.set_level(logging.WARNING, logger="attnas.train")
+    model = _NaNForMarked()
+    healed = Trainer(model, _Clips(8), val, config, hooks=[_HealAfter(model, 1)])
+    assert [m["val_nonfinite"] for m in healed.fit()] == [2, 0]
+    assert "epoch 1: 2 of 10 validation clips had non-finite outputs" in caplog.text
     with pytest.raises(ValueError, match="max_val_nonfinite"):
         TrainConfig(max_val_nonfinite=1.5)
 
