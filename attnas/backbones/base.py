@@ -6,7 +6,8 @@ insertion point, the module held in ``self.inserted[name]`` (if any) is applied;
 ``insert_cells`` adds attention cells, supergraphs or non-local blocks without touching the
 backbone's own parameters. ``state_dict`` keys therefore read ``stages.<stage>.*``,
 ``inserted.<position>.*`` and ``head.*``; a checkpoint of a bare backbone loads into a model
-with cells inserted with ``strict=False`` (the cells' keys are reported as missing).
+with cells inserted through ``checkpoint.load_backbone_checkpoint`` (strict, except that the
+cells' keys are reported as new and a classifier head of another size is dropped).
 
 Design choices where the spec is silent:
 
