@@ -13,7 +13,11 @@ The bare backbone and + non-local are trained under the same protocol and seeds
 ``<work_dir>/baselines.json`` so they are not retrained on resume.
 
 ``export_table`` writes ``table.csv`` and ``manifest.json`` from the store at any time, so the
-exported table grows with the build; the manifest says how complete it is.
+exported table grows with the build; the manifest says how complete it is. The exported folder
+is the build's durable state: it also keeps the pre-trained weights the rows were trained with,
+and a build started where the run directory is gone (a fresh clone) first imports the exported
+rows into a new store and the exported baselines, so it continues where the table stopped with
+the very same weights, instead of starting again.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import logging
 import os
 import platform
 import random
+import shutil
 import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,6 +42,7 @@ from attnas.benchmark.table import (
     MANIFEST_FILENAME,
     TABLE_FILENAME,
     BenchmarkRow,
+    read_table,
     write_table,
 )
 from attnas.space import CellSpec, SearchSpace, load_space
@@ -332,7 +338,77 @@ def export_table(config: BuildConfig, work_dir: str | Path | None = None) -> Pat
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (out / MANIFEST_FILENAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    if weights.is_file() and not (out / weights.name).is_file():
+        shutil.copyfile(weights, out / weights.name)
     return out
+
+
+def _row_metrics(row: BenchmarkRow) -> dict[str, Any]:
+    return {
+        "seed": row.seed,
+        "val_top1": row.val_top1,
+        "val_top1_epochs": list(row.val_top1_epochs),
+        "train_loss": row.train_loss,
+        "val_loss": row.val_loss,
+        "wall_s": row.wall_s,
+        "params": row.params,
+        "flops": row.flops,
+    }
+
+
+def import_exported(config: BuildConfig, work: Path) -> int:
+    """Seed a new build directory from the exported table (rows, baselines, weights).
+
+    Only cells the store does not hold are imported, as completed trials whose metrics are the
+    exported rows; the exported pre-trained weights are copied into the cache.
+
+    Returns:
+        The number of cells imported.
+    """
+    from attnas.dispatch import TrialStore
+
+    out = Path(config.out_root) / config.name
+    weights = f"pretrained_{config.protocol.backbone}_{config.protocol.pretrain_key()}.pt"
+    if (out / weights).is_file() and not (work / "cache" / weights).is_file():
+        (work / "cache").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / weights, work / "cache" / weights)
+    if not (out / TABLE_FILENAME).is_file():
+        return 0
+    manifest = json.loads((out / MANIFEST_FILENAME).read_text())
+    if manifest.get("protocol") != config.protocol.to_dict():
+        raise ValueError(
+            f"the table in {out} was built under another protocol; build it elsewhere "
+            "(another name or out_root), or remove it to start again"
+        )
+    rows = read_table(out / TABLE_FILENAME)
+    baselines_path = work / BASELINES_FILENAME
+    if not baselines_path.is_file():
+        exported = {
+            k: [_row_metrics(r) for r in rows if r.kind == k] for k in ("backbone", "nonlocal")
+        }
+        baselines_path.write_text(json.dumps(exported, indent=1))
+    by_cell: dict[str, list[BenchmarkRow]] = {}
+    for r in rows:
+        if r.kind == "cell":
+            by_cell.setdefault(r.cell_hash, []).append(r)
+    imported = 0
+    with TrialStore.open(work) as store:
+        store.ensure_meta({"master_seed": int(config.order_seed)})
+        have = store.hashes()
+        for key, group in by_cell.items():
+            if key in have:
+                continue
+            cell = CellSpec.from_dict(group[0].cell or {})
+            trial = store.add(cell)
+            store.mark_running(trial, worker="imported")
+            seeds = [_row_metrics(r) for r in sorted(group, key=lambda r: r.seed)]
+            top1 = sum(m["val_top1"] for m in seeds) / len(seeds)
+            store.complete(
+                trial,
+                {"status": "completed", "top1": top1, "seeds": seeds, "imported_from": str(out)},
+            )
+            imported += 1
+    return imported
 
 
 def _to_row(kind: str, key: str, vector: Any, cell: Any, r: Mapping[str, Any]) -> BenchmarkRow:
@@ -368,6 +444,9 @@ def build_table(config: BuildConfig) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     space = config.load_space()
     order = build_order(space, config.order_seed, config.max_cells)
+    imported = import_exported(config, work)
+    if imported:
+        logger.info("imported %d finished cells from the exported table", imported)
     pretrained_weights(config.protocol, work / "cache")
     run_baselines(config, work)
     extra = [c.hash() for c in order[: config.extra_seed_cells]] if config.extra_seeds else []

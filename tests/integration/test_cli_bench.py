@@ -60,7 +60,20 @@ def test_tiny_build_has_the_documented_columns_and_resumes(tmp_path: Path):
     assert again.returncode == 0, again.stderr[-2000:]
     with (folder / "table.csv").open() as fh:
         assert list(csv.DictReader(fh)) == rows  # nothing was trained again
+    assert "imported" not in again.stderr
     assert len(list((tmp_path / "work" / "trials").iterdir())) == 4
+
+    # a fresh clone has the exported table but no run directory: the build continues from it
+    import shutil
+
+    weights = [p.name for p in folder.glob("pretrained_*.pt")]
+    assert len(weights) == 1  # the rows' pre-trained weights travel with the table
+    shutil.rmtree(tmp_path / "work")
+    fresh = _bench(*args, cwd=REPO)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert not (tmp_path / "work" / "trials").exists()  # nothing was trained
+    with (folder / "table.csv").open() as fh:
+        assert list(csv.DictReader(fh)) == rows
 
 
 def test_unknown_key_and_missing_build_are_one_line_errors(tmp_path: Path):
