@@ -198,7 +198,7 @@ def run_table_trial(payload: Mapping[str, Any]) -> dict[str, Any]:
     """
     import torch
 
-    from attnas.benchmark.protocol import run_proxy_trial
+    from attnas.benchmark.protocol import count_proxy_cost, run_proxy_trial
 
     config = payload["config"]
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -208,8 +208,9 @@ def run_table_trial(payload: Mapping[str, Any]) -> dict[str, Any]:
     if payload["cell_hash"] in set(config.get("extra_hashes", ())):
         seeds += list(config.get("extra_seeds", ()))
     rows = []
+    cost = count_proxy_cost(protocol, payload["cell"])
     for seed in seeds:
-        result = run_proxy_trial(protocol, cache, payload["cell"], seed)
+        result = run_proxy_trial(protocol, cache, payload["cell"], seed, cost=cost)
         if not result.ok:
             return {"status": "failed", "error": f"seed {seed}: {result.error}", "seeds": rows}
         rows.append(_row_dict(result, seed))
@@ -219,7 +220,7 @@ def run_table_trial(payload: Mapping[str, Any]) -> dict[str, Any]:
 
 def run_baselines(config: BuildConfig, work_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """Train the bare backbone and + non-local under the protocol (resumable per seed)."""
-    from attnas.benchmark.protocol import run_proxy_trial
+    from attnas.benchmark.protocol import count_proxy_cost, run_proxy_trial
 
     path = work_dir / BASELINES_FILENAME
     done: dict[str, list[dict[str, Any]]] = (
@@ -227,11 +228,12 @@ def run_baselines(config: BuildConfig, work_dir: Path) -> dict[str, list[dict[st
     )
     cache = _cache(config.protocol, str(work_dir / "cache"))
     for kind, cell in (("backbone", "none"), ("nonlocal", "nonlocal")):
+        cost = count_proxy_cost(config.protocol, cell)
         have = {r["seed"] for r in done[kind]}
         for seed in config.baseline_seeds:
             if seed in have:
                 continue
-            result = run_proxy_trial(config.protocol, cache, cell, seed)
+            result = run_proxy_trial(config.protocol, cache, cell, seed, cost=cost)
             if not result.ok:
                 raise RuntimeError(f"baseline {kind} seed {seed} failed: {result.error}")
             done[kind].append(_row_dict(result, seed))

@@ -389,7 +389,11 @@ def count_proxy_cost(protocol: ProxyProtocol, cell: Any) -> tuple[int, int | Non
 
 
 def run_proxy_trial(
-    protocol: ProxyProtocol, cache: FeatureCache, cell: Any, seed: int
+    protocol: ProxyProtocol,
+    cache: FeatureCache,
+    cell: Any,
+    seed: int,
+    cost: tuple[int, int | None] | None = None,
 ) -> TrialResult:
     """Train and evaluate one cell (or baseline) under the protocol with one seed.
 
@@ -398,6 +402,8 @@ def run_proxy_trial(
         cache: Its feature cache.
         cell: ``"none"``, ``"nonlocal"``, a ``CellSpec`` or its dict.
         seed: The trial seed (new parameters and data order).
+        cost: ``count_proxy_cost(protocol, cell)`` when the caller has it already (it does
+            not depend on the seed, and counting FLOPs takes seconds).
 
     Returns:
         The ``TrialResult`` (``history`` holds every epoch's validation top-1).
@@ -407,7 +413,7 @@ def run_proxy_trial(
     start = time.perf_counter()
     try:
         model = build_proxy_model(protocol, cache, cell, seed)
-        params, flops = count_proxy_cost(protocol, cell)
+        params, flops = cost or count_proxy_cost(protocol, cell)
         trainer = Trainer(
             model,
             cache.data["train"],
