@@ -109,7 +109,8 @@ def test_bandit_smoke_run_directory(workdir: Path, searcher: str) -> None:
     best_id, best = max(((i, json.loads(m)) for i, m in rows), key=lambda r: (r[1]["top1"], -r[0]))
     best_cell = CellSpec.load(run / "cells" / "best.yaml")
     assert best_cell.meta["search"]["trial_id"] == best_id
-    assert f"+ best cell (trial {best_id})" in report and best_cell.hash() in report
+    assert f"the best of 4 completed trials, trial {best_id}," in report
+    assert best_cell.hash() in report
     assert f"{100 * best['top1']:.2f}" in report
     assert (run / "plots" / "best_so_far.png").stat().st_size > 1000
     assert sum(ln.startswith("| ") and "completed" in ln for ln in report.splitlines()) >= 4

@@ -200,7 +200,7 @@ def test_resume_requeues_and_respects_budget(tmp_path: Path) -> None:
     # resuming a finished search does nothing
     again = run_search(HashRandomSearcher(), store, InlineDispatcher(), 6, outcome_type=Outcome)
     assert again.launched == 0 and again.completed + again.failed == 6
-    with pytest.raises(ValueError, match="meta 'budget' is 6 .* may grow on resume, not shrink"):
+    with pytest.raises(ValueError, match=r"meta 'budget' is 6 .* may grow on resume, not shrink"):
         run_search(HashRandomSearcher(), store, InlineDispatcher(), 5, outcome_type=Outcome)
 
 
