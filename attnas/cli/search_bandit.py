@@ -25,6 +25,7 @@ from typing import Any
 
 from attnas.cli import schema
 from attnas.cli.errors import RunFailed, UserError, convert
+from attnas.cli.plots import plot_progress
 from attnas.cli.report import group_errors, write_bandit_report
 from attnas.cli.rundir import RunDir
 from attnas.cli.search_context import SearchOutput, op_params, pct, search_context
@@ -115,8 +116,6 @@ def run_bandit(cfg: Any, space: Any, plan: BanditPlan, run: RunDir) -> SearchOut
         store.close()
 
     best_files = _export_best(trials, run.path / "cells", int(cfg.report.top_k))
-    from attnas.cli.plots import plot_progress
-
     plot = plot_progress(trials, run.path / "plots" / "best_so_far.png", name)
     baselines: dict[str, dict[str, Any]] = {}
     retrained: dict[str, dict[str, Any]] = {}
@@ -166,11 +165,11 @@ def run_bandit(cfg: Any, space: Any, plan: BanditPlan, run: RunDir) -> SearchOut
 def _build_searcher(name: str, space: Any, seed: int, node: Any) -> Any:
     """The searcher; only the conversion of its options is a user error, not its construction."""
     from attnas.controller import build_searcher
-    from attnas.controller.base import _SEARCHERS
+    from attnas.controller.base import searcher_class
 
     kwargs = convert(f"searcher {name}", lambda: schema.searcher_kwargs(node))
     try:
-        inspect.signature(_SEARCHERS.get(name)).bind(space, seed=seed, **kwargs)
+        inspect.signature(searcher_class(name)).bind(space, seed=seed, **kwargs)
     except TypeError as err:
         raise UserError(f"searcher {name}: {err}") from err
     return build_searcher(name, space, seed=seed, **kwargs)

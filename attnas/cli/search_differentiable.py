@@ -38,6 +38,7 @@ def plan_differentiable(cfg: Any, space: Any) -> tuple[Any, Any]:
 def run_differentiable(cfg: Any, space: Any, plan: tuple[Any, Any], run: RunDir) -> SearchOutput:
     """Run (or resume) the differentiable search of ``plan`` in the accepted ``run``."""
     from attnas.cells import CellSet
+    from attnas.space import CellSpec
     from attnas.supergraph.search import run_differentiable_search
 
     config, spec = plan
@@ -69,8 +70,6 @@ def run_differentiable(cfg: Any, space: Any, plan: tuple[Any, Any], run: RunDir)
     )
     summary = [f"search: top-1 of the supergraph network {pct(result.search.top1)}"]
     for f in files:
-        from attnas.space import CellSpec
-
         summary.append(f"cell {f.name}: {cell_line(CellSpec.load(f))}")
     if len(result.cells) > 1:
         summary.append(

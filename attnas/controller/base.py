@@ -331,6 +331,11 @@ def list_searchers(pattern: str | None = None) -> list[str]:
     return _SEARCHERS.names(pattern)
 
 
+def searcher_class(name: str) -> Callable[..., Any]:
+    """The class registered as ``name`` (e.g. to check options against its signature)."""
+    return _SEARCHERS.get(name)
+
+
 def build_searcher(name: str, space: SearchSpace, **kwargs: Any) -> Searcher:
     """The searcher registered as ``name``, built for ``space`` with keyword arguments."""
     return _SEARCHERS.get(name)(space, **kwargs)
