@@ -281,7 +281,8 @@ def _reuse_section(ctx: SearchContext, cell_files: Mapping[str, Path]) -> list[s
         "Train it from scratch against the baselines (one multirun):",
         "",
         "```bash",
-        f"attnas-train -m cell=none,nonlocal,{target} backbone={ctx.backbone} data={ctx.data}",
+        f"attnas-train -m cell=none,nonlocal,{target} backbone={ctx.backbone} data={ctx.data}"
+        + (f" 'backbone.positions=[{','.join(positions)}]'" if positions else ""),
         "```",
         "",
     ]
