@@ -551,7 +551,9 @@ def write_bandit_report(
             f"{_secs(m.get('wall_time_s'))} | `{cell_line(cell)}` |"
         )
     lines += [""]
-    lines += data_section({str(t["trial_id"]): t.get("metrics") or {} for t in trials[:1]})
+    # every trial reads the same data: its problems are listed once, from the trials that got
+    # as far as reading it
+    lines += data_section({str(t["trial_id"]): t.get("metrics") or {} for t in trials})
     if plot is not None and plot.is_file():
         lines += ["## Plots", "", f"![best so far]({_link(plot, ctx.run_dir)})", ""]
     if best_files:
