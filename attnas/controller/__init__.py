@@ -1,4 +1,6 @@
-"""Searchers that propose attention cells: the GP bandit (paper Sec. 4.1) and two baselines.
+"""Searchers that propose attention cells: the GP bandit (paper Sec. 4.1), two baselines, and
+the peers users would pick instead (Optuna TPE and GPSampler, BoTorch's mixed path; ``peers.py``,
+installed with ``pip install -e ".[peers]"``).
 
 All follow the ask/tell ``Searcher`` protocol (``suggest(n)``, ``observe(cell, result)``,
 ``mark_pending``, ``release``, ``restore``) and are registered by name:
@@ -30,16 +32,28 @@ from attnas.controller.beta import BetaSchedule, gp_ucb_beta
 from attnas.controller.encoding import ENCODINGS, CellEncoder
 from attnas.controller.evolution import RegularizedEvolution
 from attnas.controller.gp_bandit import FAILURE_RULES, GPBandit
+from attnas.controller.peers import (
+    PEERS,
+    BoTorchMixedProposer,
+    OptunaProposer,
+    PeerSearcher,
+    peer_unavailable,
+    peer_versions,
+)
 from attnas.controller.random_search import RandomSearch
 
 __all__ = [
     "ENCODINGS",
     "FAILURE_RULES",
+    "PEERS",
     "TRIAL_STATES",
     "BetaSchedule",
+    "BoTorchMixedProposer",
     "CellEncoder",
     "GPBandit",
     "Observation",
+    "OptunaProposer",
+    "PeerSearcher",
     "RandomSearch",
     "RegularizedEvolution",
     "Searcher",
@@ -49,5 +63,7 @@ __all__ = [
     "build_searcher",
     "gp_ucb_beta",
     "list_searchers",
+    "peer_unavailable",
+    "peer_versions",
     "register_searcher",
 ]
