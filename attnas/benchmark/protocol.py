@@ -322,7 +322,8 @@ def build_proxy_model(
     Args:
         protocol: The protocol.
         cache: Its feature cache (holds the pre-trained weights).
-        cell: ``"none"``, ``"nonlocal"``, a ``CellSpec`` or its dict.
+        cell: ``"none"``, ``"nonlocal"``, a ``CellSpec`` or its dict, or a module factory
+            ``factory(position, shape) -> nn.Module`` (e.g. a supergraph factory).
         seed: Seed of the new parameters (cells, and nothing else: the rest is pre-trained).
 
     Returns:
@@ -354,7 +355,7 @@ def build_proxy_model(
         model.head = LocalReadout(channels, protocol.readout_width, cache.num_classes)
     if isinstance(cell, CellSpec):
         cell = cell.to_dict()
-    factory = cell_factory(cell, protocol.op_channel_ratio)
+    factory = cell if callable(cell) else cell_factory(cell, protocol.op_channel_ratio)
     if factory is not None:
         insert_cells(model, list(protocol.positions), factory)  # type: ignore[arg-type]
         if protocol.branch_init:

@@ -128,3 +128,19 @@ def test_protocol_round_trip_and_errors():
     with pytest.raises(ValueError, match="readout"):
         ProxyProtocol(readout="mlp")
     assert TINY.pretrain_key() != TINY.replace(pretrain_clips=5).pretrain_key()
+
+
+def test_proxy_search_trains_supergraphs_and_derives_a_cell(cache):
+    from attnas.benchmark.search import run_proxy_search
+    from attnas.space import load_space
+    from attnas.supergraph.search import DifferentiableSearchConfig
+
+    space = load_space("attention_nas")
+    config = DifferentiableSearchConfig(arch_lr=0.05, alpha=2, beta=1)
+    result = run_proxy_search(TINY, cache, space, config, seed=0)
+    assert len(result.history) == TINY.train.epochs and result.arch_steps == 4  # 2 x 2 steps
+    weights = next(iter(result.weights.values()))
+    assert not torch.allclose(weights.sink_probs(), torch.full((12,), 1 / 12))  # they moved
+    assert len(result.cell.outputs) == 2 and len(result.telemetry) == TINY.train.epochs
+    with pytest.raises(ValueError, match="joint"):
+        run_proxy_search(TINY, cache, space, DifferentiableSearchConfig(mode="bilevel"), 0)
