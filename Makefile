@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: venv test test-slow demo bench tabular lint format clean
+.PHONY: venv test test-slow demo bench study tabular lint format clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,12 @@ tabular: venv
 
 bench: venv
 	$(BIN)/python -m experiments.bench $(ARGS)
+
+# The searcher study (experiments/searcher_study.py): GPB against random, evolution, Optuna and
+# BoTorch on the tabular benchmark, e.g. make study ARGS="--table synthetic --quick".
+# The peers (Optuna) come with the dev extra that `venv` installs; elsewhere: pip install ".[peers]".
+study: venv
+	OMP_NUM_THREADS=1 $(BIN)/python -m experiments.searcher_study $(ARGS)
 
 lint: venv
 	$(BIN)/ruff check attnas tests experiments

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from attnas.benchmark import Benchmark, SimulatedDispatcher, load, simulated_result
-from attnas.controller import RandomSearch
+from attnas.benchmark.synthetic import synthetic_benchmark
+from attnas.controller import RandomSearch, build_searcher
 from attnas.dispatch import TrialStore, run_search
 
 from .conftest import SPACE_K1, manifest, synthetic_rows
@@ -128,3 +129,43 @@ def test_killed_simulated_search_resumes_exactly(table_dir: Path, tmp_path: Path
     with TrialStore.open(killed) as store:  # every answer is the table's for (cell, seed)
         for r in store.trials():
             assert r.metrics == simulated_result(bench, r.cell, r.seed)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _search(bench: Benchmark, name: str, run_dir: Path, budget: int, stop_after: int = 0):
+    kwargs = {"gpb": dict(fit_restarts=0, fit_maxiter=10)}.get(name, {})
+    done = 0
+
+    def on_finish(record):
+        nonlocal done
+        done += 1
+        if done == stop_after:
+            raise _Stop
+
+    with TrialStore.open(run_dir) as store:
+        searcher = build_searcher(name, bench.space, seed=3, **kwargs)
+        run_search(searcher, store, SimulatedDispatcher(bench, 4), budget=budget, master_seed=5,
+                   on_finish=on_finish)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["gpb", "optuna_tpe"])
+def test_a_stopped_search_proposes_what_the_unbroken_one_did(tmp_path: Path, name: str):
+    """Stopped after its 6th finished trial (trials 7-9 still running), GPB or a peer rebuilt
+    from the store proposes trial 10 exactly as the unbroken search did: the same finished
+    trials, the same pending ones. (Later trials may differ: the simulated clock restarts, so
+    the re-run trials finish later than they would have.) Synthetic wall times are distinct, so
+    trials finish one at a time."""
+    bench = synthetic_benchmark(SPACE_K1)
+    _search(bench, name, tmp_path / "unbroken", budget=12)
+    with pytest.raises(_Stop):
+        _search(bench, name, tmp_path / "stopped", budget=12, stop_after=6)
+    with TrialStore.open(tmp_path / "stopped") as store:
+        assert store.counts()["running"] == 3
+    _search(bench, name, tmp_path / "stopped", budget=12)
+    unbroken, resumed = _snapshot(tmp_path / "unbroken"), _snapshot(tmp_path / "stopped")
+    assert len(unbroken) == 12 and sum(t[3] == "completed" for t in resumed) == 12
+    assert [t[:3] for t in resumed[:10]] == [t[:3] for t in unbroken[:10]]
+    assert len({t[1] for t in resumed}) == 12

@@ -1,0 +1,623 @@
+"""The searcher study: GPB against random, evolution and the peers on a tabular benchmark.
+
+Every searcher runs through the real ``run_search`` loop and ``TrialStore`` with the simulated
+backend (``SimulatedDispatcher``: each trial is a table lookup on a simulated clock), for
+``--seeds`` seeds, with each worker count of ``--workers`` (1, and 8 asynchronous workers with
+pending trials in flight), up to the largest of ``--budgets`` finished trials. Searchers:
+
+==============  ============================================================================
+``gpb``         attnas GPB, default (categorical Hamming) kernel
+``gpb_onehot``  attnas GPB, one-hot Matern-5/2 alternative
+``random``      random search
+``evolution``   regularised evolution (P = 20, S = 5)
+``optuna_tpe``  Optuna TPE, multivariate, constant liar (``attnas.controller.peers``)
+``optuna_gp``   Optuna GPSampler
+``botorch_mixed``  BoTorch ``MixedSingleTaskGP`` + qLogNEI + ``optimize_acqf_mixed_alternating``
+==============  ============================================================================
+
+Reported per (searcher, workers), as means over seeds with 95 % bootstrap confidence intervals
+(percentile bootstrap over seeds, 2,000 resamples):
+
+- ``trials_to_top1pct`` / ``trials_to_best``: finished trials until the first cell in the
+  table's top 1 % (``Benchmark.top(0.01)``) / with its best mean. A seed that never gets there
+  counts as the largest budget (so the mean is then a lower bound: ``censored`` says how many).
+- ``regret@b``: simple regret, the table's optimum minus the best *true* (table) mean among the
+  first b finished trials. A searcher does not know its budget, so the first b trials of one
+  run at the largest budget are the run at budget b (up to which trials were in flight at the
+  stop); one run per seed serves every budget.
+- ``searcher_s``: wall seconds spent inside the searcher's ``suggest``/``observe``/``restore``
+  calls (measured around the calls; the simulated trial time is not in it), and per suggestion.
+- ``repairs``: peer proposals that repeated a cell and were repaired (``peers.py``).
+
+``goals`` holds the issue's ratios measured in this run (GPB's trials to the top 1 % against
+random's and against the best peer's; regret at 50 against the best peer's; 8 workers against
+1), each with a bootstrap CI; on a synthetic table they are indicative only.
+
+Output: ``experiments/results/searcher_study_<table>[_quick].json`` (rewritten after every run,
+so an interrupted study keeps what it ran) and a ``.png`` of best-so-far simple regret with
+95 % bands, one panel per worker count. The JSON states each peer's version, and for a searcher
+that cannot run here, exactly why (``unavailable``), or the traceback of a run that raised.
+
+Usage (from the repository root; ``make study ARGS="..."``)::
+
+    .venv/bin/python -m experiments.searcher_study --table synthetic --quick   # minutes
+    .venv/bin/python -m experiments.searcher_study                             # the real table
+
+``--table`` takes a table name or folder (``attnas.benchmark.load``), or ``synthetic`` (a
+complete synthetic table over the real table's K = 2 space, ``attnas.benchmark.synthetic``) or
+``synthetic-small`` (164 cells). A table that is not complete is refused unless
+``--allow-partial``: a searcher's trials of missing cells would fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: make ``experiments`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+from attnas.benchmark import Benchmark, SimulatedDispatcher, load
+from attnas.benchmark.synthetic import synthetic_benchmark
+from attnas.controller import (
+    GPBandit,
+    RandomSearch,
+    RegularizedEvolution,
+    build_searcher,
+    peer_unavailable,
+    peer_versions,
+)
+from attnas.dispatch import TrialStore, run_search
+from attnas.space import SearchSpace, load_space
+
+log = logging.getLogger("experiments.searcher_study")
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SEARCHERS: dict[str, Callable[[SearchSpace, int], Any]] = {
+    "gpb": lambda space, seed: GPBandit(space, seed=seed),
+    "gpb_onehot": lambda space, seed: GPBandit(space, seed=seed, kernel="onehot"),
+    "random": lambda space, seed: RandomSearch(space, seed=seed),
+    "evolution": lambda space, seed: RegularizedEvolution(space, seed=seed),
+    "optuna_tpe": lambda space, seed: build_searcher("optuna_tpe", space, seed=seed),
+    "optuna_gp": lambda space, seed: build_searcher("optuna_gp", space, seed=seed),
+    "botorch_mixed": lambda space, seed: build_searcher("botorch_mixed", space, seed=seed),
+}
+PEERS = ("optuna_tpe", "optuna_gp", "botorch_mixed")
+BUDGETS = (25, 50, 100, 200)
+QUICK = {"seeds": 3, "budgets": (10, 20, 30)}
+BOOTSTRAP = 2000
+
+
+# ---------------------------------------------------------------------- tables
+def small_space() -> SearchSpace:
+    """K = 2 over map/dot x spatial/temporal x none/relu: 192 vectors, 164 distinct cells."""
+    types = {"dims": ["spatial", "temporal"], "activations": ["none", "relu"]}
+    return load_space("attention_nas").with_overrides(
+        num_ops=2, op_types={"map": types, "dot": types}, supergraph={"levels": 2, "nodes": "all"}
+    )
+
+
+def open_table(name: str, allow_partial: bool = False) -> Benchmark:
+    """The study's table: ``synthetic``, ``synthetic-small``, or a name/folder for ``load``.
+
+    Raises:
+        ValueError: for an incomplete table without ``allow_partial``.
+    """
+    if name == "synthetic":
+        space = load_space("attention_nas").with_overrides(num_ops=2)
+        return synthetic_benchmark(space, name="synthetic_k2")
+    if name == "synthetic-small":
+        return synthetic_benchmark(small_space(), name="synthetic_small")
+    bench = load(name)
+    if not bench.complete and not allow_partial:
+        done = bench.manifest.get("cells_done", len(bench))
+        total = bench.manifest.get("cells_total", "?")
+        raise ValueError(
+            f"benchmark {bench.name!r} is not complete ({done} of {total} cells): trials of the "
+            "missing cells would fail; pass --allow-partial to study it anyway, or use "
+            "--table synthetic"
+        )
+    return bench
+
+
+# ---------------------------------------------------------------------- one run
+class TimedSearcher:
+    """Forwards the ask/tell calls to a searcher, timing them and recording what finished.
+
+    Attributes:
+        seconds: wall seconds inside ``suggest``/``observe``/``restore``/``mark_pending``.
+        suggestions: ``suggest`` calls.
+        finished: the cell hashes in the order their trials were observed.
+    """
+
+    def __init__(self, searcher: Any) -> None:
+        self.searcher = searcher
+        self.seconds = 0.0
+        self.suggestions = 0
+        self.finished: list[str] = []
+
+    def _timed(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def suggest(self, n: int = 1) -> list[Any]:
+        self.suggestions += 1
+        return self._timed(self.searcher.suggest, n)
+
+    def observe(self, cell: Any, result: Any) -> None:
+        self._timed(self.searcher.observe, cell, result)
+        self.finished.append(cell.hash())
+
+    def mark_pending(self, cell: Any) -> None:
+        self._timed(self.searcher.mark_pending, cell)
+
+    def restore(self, records: Iterable[Any], metric: str = "top1") -> None:
+        self._timed(self.searcher.restore, records, metric=metric)
+
+
+def run_one(
+    bench: Benchmark,
+    searcher: str,
+    seed: int,
+    workers: int,
+    budget: int,
+    work_dir: Path,
+    time_scale: float = 1.0,
+) -> dict[str, Any]:
+    """One search of ``budget`` trials through ``run_search`` and the simulated backend.
+
+    Returns:
+        ``searcher``, ``seed``, ``workers``, ``trials`` (cell hashes in finishing order),
+        ``true_means`` (the table's mean of each), ``failed``, ``searcher_s``, ``suggestions``,
+        ``repairs``, ``simulated_clock_s``, ``warnings`` (a peer's recorded warnings).
+    """
+    timed = TimedSearcher(SEARCHERS[searcher](bench.space, seed))
+    dispatcher = SimulatedDispatcher(bench, num_workers=workers, time_scale=time_scale)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{searcher}_{seed}_{workers}_", dir=work_dir))
+    with TrialStore.open(run_dir) as store:
+        summary = run_search(timed, store, dispatcher, budget, master_seed=seed)
+    inner = timed.searcher
+    proposer_warnings = getattr(getattr(inner, "proposer", None), "warnings", {}) or {}
+    return {
+        "searcher": searcher,
+        "seed": seed,
+        "workers": workers,
+        "trials": timed.finished,
+        "true_means": [bench.mean(h) if h in bench else None for h in timed.finished],
+        "failed": summary.failed,
+        "searcher_s": round(timed.seconds, 4),
+        "suggestions": timed.suggestions,
+        "repairs": getattr(inner, "repairs", None),
+        "simulated_clock_s": round(dispatcher.clock_s, 1),
+        "warnings": dict(proposer_warnings),
+    }
+
+
+# ---------------------------------------------------------------------- statistics
+def bootstrap_ci(values: Sequence[float], seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high): the mean and its percentile-bootstrap 95 % interval over ``values``."""
+    x = np.asarray(values, dtype=np.float64)
+    point = float(x.mean())
+    if len(x) < 2:
+        return point, point, point
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(BOOTSTRAP, len(x)))].mean(axis=1)  # (BOOTSTRAP,)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return point, float(low), float(high)
+
+
+def ratio_ci(a: Sequence[float], b: Sequence[float], seed: int = 0) -> tuple[float, float, float]:
+    """mean(a) / mean(b) with a 95 % bootstrap interval (a and b resampled independently)."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    point = float(x.mean() / y.mean()) if y.mean() else math.inf
+    if len(x) < 2 or len(y) < 2:
+        return point, point, point
+    rng = np.random.default_rng(seed)
+    xs = x[rng.integers(0, len(x), size=(BOOTSTRAP, len(x)))].mean(axis=1)
+    ys = y[rng.integers(0, len(y), size=(BOOTSTRAP, len(y)))].mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        low, high = np.percentile(xs / ys, [2.5, 97.5])
+    return point, float(low), float(high)
+
+
+def first_hit(trials: Sequence[str], targets: set[str]) -> int | None:
+    """1-based index of the first trial whose cell is in ``targets``; None if none is."""
+    return next((i + 1 for i, h in enumerate(trials) if h in targets), None)
+
+
+def best_so_far(true_means: Sequence[float | None]) -> list[float]:
+    """The best true mean among the first i trials, i = 1..n (failed trials count as -inf)."""
+    out, best = [], -math.inf
+    for m in true_means:
+        best = max(best, -math.inf if m is None else m)
+        out.append(best)
+    return out
+
+
+def targets(bench: Benchmark) -> tuple[set[str], set[str]]:
+    """Hashes of the table's top-1 % cells and of its best cell(s)."""
+    top = {c.hash() for c in bench.top(0.01)}
+    return top, {h for h in top if bench.mean(h) >= bench.optimum()}
+
+
+def run_metrics(
+    bench: Benchmark,
+    run: Mapping[str, Any],
+    budgets: Sequence[int],
+    goal_cells: tuple[set[str], set[str]] | None = None,
+) -> dict:
+    """Per-run figures: trials to the top 1 % and to the best cell, regret at each budget.
+
+    ``goal_cells`` is ``targets(bench)``, computed here when not given.
+    """
+    top, best = goal_cells or targets(bench)
+    curve = best_so_far(run["true_means"])
+    regret = {}
+    for b in budgets:
+        found = curve[min(b, len(curve)) - 1] if curve else -math.inf
+        regret[str(b)] = bench.optimum() - found if math.isfinite(found) else None
+    return {
+        "trials_to_top1pct": first_hit(run["trials"], top),
+        "trials_to_best": first_hit(run["trials"], best),
+        "regret": regret,
+    }
+
+
+def _censored(values: Sequence[int | None], cap: int) -> dict[str, Any]:
+    reached = [v for v in values if v is not None]
+    filled = [cap if v is None else v for v in values]
+    mean, low, high = bootstrap_ci(filled)
+    return {
+        "mean": mean,
+        "ci95": [low, high],
+        "reached": len(reached),
+        "seeds": len(values),
+        "censored": len(values) - len(reached),
+        "per_seed": list(values),
+        "lower_bound": len(reached) < len(values),
+    }
+
+
+def summarise(
+    bench: Benchmark, runs: Sequence[Mapping[str, Any]], budgets: Sequence[int]
+) -> dict[str, dict[str, Any]]:
+    """Per ``"<searcher>/w<workers>"``: the figures of the module docstring with their CIs."""
+    cap = max(budgets)
+    goal_cells = targets(bench)
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for run in runs:
+        if "error" not in run:
+            groups.setdefault(f"{run['searcher']}/w{run['workers']}", []).append(run)
+    out = {}
+    for key, group in groups.items():
+        metrics = [run_metrics(bench, r, budgets, goal_cells) for r in group]
+        regret = {}
+        for b in budgets:
+            values = [m["regret"][str(b)] for m in metrics if m["regret"][str(b)] is not None]
+            mean, low, high = bootstrap_ci(values) if values else (math.nan,) * 3
+            regret[str(b)] = {"mean": mean, "ci95": [low, high], "seeds": len(values)}
+        seconds = [r["searcher_s"] for r in group]
+        per_suggest = [r["searcher_s"] / max(1, r["suggestions"]) for r in group]
+        s_mean, s_low, s_high = bootstrap_ci(seconds)
+        p_mean, p_low, p_high = bootstrap_ci(per_suggest)
+        repairs = [r["repairs"] for r in group if r.get("repairs") is not None]
+        out[key] = {
+            "searcher": group[0]["searcher"],
+            "workers": group[0]["workers"],
+            "seeds": len(group),
+            "trials_to_top1pct": _censored([m["trials_to_top1pct"] for m in metrics], cap),
+            "trials_to_best": _censored([m["trials_to_best"] for m in metrics], cap),
+            "regret": regret,
+            "searcher_s": {"mean": s_mean, "ci95": [s_low, s_high]},
+            "searcher_s_per_suggest": {"mean": p_mean, "ci95": [p_low, p_high]},
+            "repairs_mean": float(np.mean(repairs)) if repairs else None,
+            "failed_trials": sum(r["failed"] for r in group),
+        }
+    return out
+
+
+def goals(summary: Mapping[str, Mapping[str, Any]], budgets: Sequence[int]) -> list[dict[str, Any]]:
+    """The issue's ratio goals measured in this study (GPB = ``gpb``, default kernel)."""
+    cap = max(budgets)
+    regret_at = str(50 if 50 in budgets else max(budgets))
+
+    def trials(key: str) -> list[float]:
+        return [cap if v is None else v for v in summary[key]["trials_to_top1pct"]["per_seed"]]
+
+    rows = []
+    for w in sorted({s["workers"] for s in summary.values()}):
+        if f"gpb/w{w}" not in summary:
+            continue
+        if f"random/w{w}" in summary:
+            rows.append(
+                _ratio_goal(f"gpb/random trials to top 1 % (w={w})", 0.5,
+                            trials(f"gpb/w{w}"), trials(f"random/w{w}"))
+            )  # fmt: skip
+        peers = {p: summary[f"{p}/w{w}"] for p in PEERS if f"{p}/w{w}" in summary}
+        if not peers:
+            continue
+        best = min(peers, key=lambda p: peers[p]["trials_to_top1pct"]["mean"])
+        rows.append(
+            _ratio_goal(f"gpb/best peer ({best}) trials to top 1 % (w={w})", 1.0,
+                        trials(f"gpb/w{w}"), trials(f"{best}/w{w}"))
+        )  # fmt: skip
+        best = min(peers, key=lambda p: peers[p]["regret"][regret_at]["mean"])
+        mine, theirs = summary[f"gpb/w{w}"]["regret"][regret_at], peers[best]["regret"][regret_at]
+        rows.append(
+            {
+                "goal": f"gpb regret at {regret_at} against the best peer's ({best}, w={w})",
+                "target": "<= the peer's",
+                "value": mine["mean"],
+                "ci95": mine["ci95"],
+                "peer_value": theirs["mean"],
+                "peer_ci95": theirs["ci95"],
+                "met": mine["mean"] <= theirs["mean"],
+            }
+        )
+    if "gpb/w1" in summary and "gpb/w8" in summary:
+        rows.append(
+            _ratio_goal("gpb 8 workers / 1 worker trials to top 1 %", 1.5,
+                        trials("gpb/w8"), trials("gpb/w1"))
+        )  # fmt: skip
+    return rows
+
+
+def _ratio_goal(name: str, bound: float, a: Sequence[float], b: Sequence[float]) -> dict:
+    """mean(a) / mean(b) against ``<= bound``, with its bootstrap CI."""
+    value, low, high = ratio_ci(a, b)
+    return {
+        "goal": name,
+        "target": f"<= {bound:g}",
+        "value": value,
+        "ci95": [low, high],
+        "met": value <= bound,
+    }
+
+
+# ---------------------------------------------------------------------- output
+def plot(bench: Benchmark, runs: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Best-so-far simple regret against trials, mean and 95 % band, a panel per worker count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in runs if "error" not in r]
+    workers = sorted({r["workers"] for r in ok})
+    if not workers:
+        return
+    fig, axes = plt.subplots(1, len(workers), figsize=(6 * len(workers), 4.2), squeeze=False)
+    for ax, w in zip(axes[0], workers):
+        for name in SEARCHERS:
+            group = [r for r in ok if r["searcher"] == name and r["workers"] == w]
+            if not group:
+                continue
+            n = min(len(r["trials"]) for r in group)
+            curves = np.array([best_so_far(r["true_means"])[:n] for r in group])  # (seeds, n)
+            regret = bench.optimum() - curves
+            regret[~np.isfinite(regret)] = np.nan
+            mean = np.nanmean(regret, axis=0)
+            bands = np.array(
+                [
+                    bootstrap_ci(
+                        regret[:, i][~np.isnan(regret[:, i])]
+                        if np.isfinite(regret[:, i]).any()
+                        else [np.nan]
+                    )[1:]
+                    for i in range(n)
+                ]
+            )
+            x = np.arange(1, n + 1)
+            ax.plot(x, mean, label=name)
+            ax.fill_between(x, bands[:, 0], bands[:, 1], alpha=0.2)
+        ax.set_title(f"{bench.name}: {w} worker{'s' if w > 1 else ''}")
+        ax.set_xlabel("finished trials")
+        ax.set_ylabel("simple regret (optimum - best true mean)")
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _write(path: Path, payload: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, allow_nan=True) + "\n")
+    os.replace(tmp, path)
+
+
+def study(
+    bench: Benchmark,
+    *,
+    searchers: Sequence[str] = tuple(SEARCHERS),
+    seeds: int = 20,
+    workers: Sequence[int] = (1, 8),
+    budgets: Sequence[int] = BUDGETS,
+    out: Path | None = None,
+    time_scale: float = 1.0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the study (module docstring); write ``out`` (JSON) and its plot after every run.
+
+    Args:
+        bench: the table.
+        searchers: names from ``SEARCHERS``.
+        seeds: seeds 0 .. seeds - 1 of every searcher.
+        workers: simulated worker counts.
+        budgets: the budgets reported; every run goes to the largest.
+        out: the JSON path (the plot goes next to it as ``.png``); None writes nothing.
+        time_scale: ``SimulatedDispatcher``'s factor on the recorded trial times.
+        progress: print a line per run to stderr.
+
+    Returns:
+        The payload written to ``out``.
+    """
+    unknown = [s for s in searchers if s not in SEARCHERS]
+    if unknown:
+        raise ValueError(f"unknown searcher(s) {unknown}; choose from {list(SEARCHERS)}")
+    budgets = sorted(int(b) for b in budgets)
+    unavailable = {p: peer_unavailable(p) for p in PEERS if p in searchers}
+    unavailable = {p: why for p, why in unavailable.items() if why is not None}
+    for name, why in unavailable.items():
+        print(f"[study] {name} cannot run here: {why}", file=sys.stderr, flush=True)
+    payload: dict[str, Any] = {
+        "table": bench.name,
+        "table_complete": bench.complete,
+        "cells": len(bench),
+        "space": {
+            "name": bench.space.name,
+            "num_ops": bench.space.num_ops,
+            "vectors": bench.space.size(),
+        },
+        "optimum": bench.optimum(),
+        "top1pct_cells": len(bench.top(0.01)),
+        "synthetic": bench.manifest.get("synthetic"),
+        "seeds": seeds,
+        "workers": list(workers),
+        "budgets": budgets,
+        "time_scale": time_scale,
+        "versions": peer_versions(),
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        },
+        "unavailable": unavailable,
+        "runs": [],
+    }
+    shm = Path("/dev/shm")
+    with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None) as tmp:
+        for w in workers:
+            for name in searchers:
+                if name in unavailable:
+                    continue
+                for seed in range(seeds):
+                    start = time.perf_counter()
+                    try:
+                        run = run_one(bench, name, seed, w, max(budgets), Path(tmp), time_scale)
+                    except Exception:  # a study reports a broken searcher and goes on
+                        run = {
+                            "searcher": name,
+                            "seed": seed,
+                            "workers": w,
+                            "error": traceback.format_exc(),
+                        }
+                    payload["runs"].append(run)
+                    if progress:
+                        status = (
+                            "error" if "error" in run else f"{run['searcher_s']:.1f} s searcher"
+                        )
+                        print(
+                            f"[study] {name} w={w} seed={seed}: {status}, "
+                            f"{time.perf_counter() - start:.1f} s",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                    payload["summary"] = summarise(bench, payload["runs"], budgets)
+                    payload["goals"] = goals(payload["summary"], budgets)
+                    if out is not None:
+                        _write(out, payload)
+    if out is not None:
+        plot(bench, payload["runs"], out.with_suffix(".png"))
+    return payload
+
+
+def format_summary(payload: Mapping[str, Any]) -> str:
+    """A short text table of the summary and the goals."""
+    budgets = payload["budgets"]
+    head = f"{'searcher':22s} {'top1% (reached)':>22s} {'best (reached)':>22s} "
+    head += " ".join(f"{'regret@' + str(b):>10s}" for b in budgets) + f" {'s/suggest':>10s}"
+    lines = [head, "-" * len(head)]
+    for key, s in payload.get("summary", {}).items():
+        cells = [f"{key:22s}"]
+        for x in (s["trials_to_top1pct"], s["trials_to_best"]):
+            low, high = x["ci95"]
+            cells.append(f"{x['mean']:7.1f} [{low:.0f},{high:.0f}] ({x['reached']}/{x['seeds']})")
+        cells += [f"{s['regret'][str(x)]['mean']:10.4f}" for x in budgets]
+        cells.append(f"{s['searcher_s_per_suggest']['mean']:10.3f}")
+        lines.append(" ".join(cells))
+    for g in payload.get("goals", []):
+        lines.append(
+            f"goal {g['goal']}: {g['value']:.3g} (target {g['target']}) "
+            f"{'met' if g['met'] else 'NOT met'}"
+        )
+    for name, why in payload.get("unavailable", {}).items():
+        lines.append(f"{name}: cannot run here: {why}")
+    for run in payload.get("runs", []):
+        if "error" in run:
+            last = run["error"].strip().splitlines()[-1]
+            lines.append(f"{run['searcher']} w={run['workers']} seed={run['seed']} raised: {last}")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.searcher_study",
+        description="GPB against random, evolution, Optuna and BoTorch on a tabular benchmark.",
+    )
+    parser.add_argument(
+        "--table",
+        default=None,
+        help="table name/folder, 'synthetic' or 'synthetic-small' "
+        "(default: attnas.benchmark's default table)",
+    )
+    parser.add_argument("--allow-partial", action="store_true", help="study an incomplete table")
+    parser.add_argument("--searchers", nargs="+", default=list(SEARCHERS), choices=list(SEARCHERS))
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per searcher (20)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--budgets", type=int, nargs="+", default=None, help="(25 50 100 200)")
+    parser.add_argument("--quick", action="store_true", help="3 seeds, 30 trials")
+    parser.add_argument("--time-scale", type=float, default=1.0)
+    parser.add_argument("--out", type=Path, default=None, help="JSON path")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the study from the command line; 0 on success (a missed goal is a result)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        bench = open_table(args.table or "distant_match_k2", args.allow_partial)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"searcher_study: {err}", file=sys.stderr)
+        return 2
+    seeds = args.seeds or (QUICK["seeds"] if args.quick else 20)
+    budgets = args.budgets or (QUICK["budgets"] if args.quick else BUDGETS)
+    out = (
+        args.out
+        or RESULTS_DIR / f"searcher_study_{bench.name}{'_quick' if args.quick else ''}.json"
+    )
+    payload = study(
+        bench,
+        searchers=args.searchers,
+        seeds=seeds,
+        workers=args.workers,
+        budgets=budgets,
+        out=out,
+        time_scale=args.time_scale,
+    )
+    print(format_summary(payload))
+    print(f"results: {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

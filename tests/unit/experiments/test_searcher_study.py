@@ -1,0 +1,147 @@
+"""The searcher study (``experiments/searcher_study.py``) through the simulated backend.
+
+The fast test is the issue's 3-seed, 30-trial study, with 1 and 8 workers, on a complete
+synthetic table of 164 cells, for the searchers that take milliseconds per suggestion (random,
+evolution, Optuna TPE); the slow one runs every searcher (the GPs take seconds per suggestion
+on 2 cores). Nothing here checks a speed or which searcher wins.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from attnas.benchmark import write_table
+
+ROOT = Path(__file__).resolve().parents[3]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # `experiments` is a folder of scripts, not an installed package
+
+from experiments import searcher_study as st  # noqa: E402
+
+FAST = ("random", "evolution", "optuna_tpe")
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return st.open_table("synthetic-small")
+
+
+def check_payload(payload, bench, searchers, seeds=3, budget=30) -> None:
+    assert payload["table_complete"] and payload["cells"] == len(bench) == 164
+    assert not payload["versions"]["optuna"].startswith("not importable")
+    assert payload["unavailable"] == {}
+    runs = payload["runs"]
+    assert len(runs) == len(searchers) * seeds * 2
+    for run in runs:
+        assert "error" not in run, run.get("error")
+        assert len(run["trials"]) == budget == len(set(run["trials"]))  # distinct cells
+        assert all(m is not None for m in run["true_means"]) and run["failed"] == 0
+        assert run["searcher_s"] >= 0 and run["suggestions"] >= 1
+    assert set(payload["summary"]) == {f"{s}/w{w}" for s in searchers for w in (1, 8)}
+    for s in payload["summary"].values():
+        t = s["trials_to_top1pct"]
+        assert t["seeds"] == seeds and 1 <= t["mean"] <= budget
+        assert t["ci95"][0] <= t["mean"] <= t["ci95"][1]
+        regrets = [s["regret"][str(b)]["mean"] for b in payload["budgets"]]
+        assert all(r >= 0 for r in regrets) and regrets == sorted(regrets, reverse=True)
+
+
+def test_quick_study_of_the_fast_searchers(bench, tmp_path: Path):
+    out = tmp_path / "study.json"
+    payload = st.study(bench, searchers=FAST, seeds=3, workers=(1, 8), budgets=(10, 20, 30),
+                       out=out, progress=False)  # fmt: skip
+    check_payload(payload, bench, FAST)
+    assert json.loads(out.read_text())["summary"] == json.loads(json.dumps(payload["summary"]))
+    assert out.with_suffix(".png").stat().st_size > 0
+    assert payload["goals"] == []  # no GPB in this study
+    text = st.format_summary(payload)
+    assert "optuna_tpe/w8" in text
+
+
+def test_run_figures_on_a_known_run(bench):
+    top = [c.hash() for c in bench.top(0.01)]
+    best = bench.best().hash()
+    others = [c.hash() for c in bench.cells() if c.hash() not in top][:3]
+    trials = [others[0], others[1], top[-1], others[2], best]
+    run = {"trials": trials, "true_means": [bench.mean(h) for h in trials]}
+    m = st.run_metrics(bench, run, budgets=(1, 3, 5))
+    assert m["trials_to_top1pct"] == 3 and m["trials_to_best"] == 5
+    assert m["regret"]["5"] == 0.0
+    assert m["regret"]["3"] == pytest.approx(bench.optimum() - max(run["true_means"][:3]))
+    censored = st._censored([3, None, 5], cap=30)
+    assert censored["reached"] == 2 and censored["lower_bound"]
+    assert censored["mean"] == pytest.approx((3 + 30 + 5) / 3)
+    value, low, high = st.ratio_ci([1.0, 2.0, 3.0], [4.0, 4.0, 4.0])
+    assert value == pytest.approx(0.5) and low <= value <= high
+    assert st.bootstrap_ci([2.0]) == (2.0, 2.0, 2.0)
+
+
+def test_goals_compare_gpb_with_random_the_best_peer_and_one_worker():
+    def group(name, w, per_seed, regret):
+        return {
+            "searcher": name,
+            "workers": w,
+            "trials_to_top1pct": {"per_seed": per_seed, "mean": sum(per_seed) / len(per_seed)},
+            "regret": {"50": {"mean": regret, "ci95": [regret, regret]}},
+        }
+
+    summary = {
+        "gpb/w1": group("gpb", 1, [10, 12], 0.01),
+        "random/w1": group("random", 1, [40, 44], 0.05),
+        "optuna_tpe/w1": group("optuna_tpe", 1, [20, 22], 0.02),
+        "optuna_gp/w1": group("optuna_gp", 1, [8, 10], 0.0),
+        "gpb/w8": group("gpb", 8, [15, 18], 0.02),
+    }
+    rows = {r["goal"]: r for r in st.goals(summary, budgets=(25, 50))}
+    assert rows["gpb/random trials to top 1 % (w=1)"]["value"] == pytest.approx(22 / 84)
+    assert rows["gpb/random trials to top 1 % (w=1)"]["met"]
+    peer = rows["gpb/best peer (optuna_gp) trials to top 1 % (w=1)"]
+    assert peer["value"] == pytest.approx(22 / 18) and not peer["met"]
+    assert not rows["gpb regret at 50 against the best peer's (optuna_gp, w=1)"]["met"]
+    assert rows["gpb 8 workers / 1 worker trials to top 1 %"]["value"] == pytest.approx(1.5)
+
+
+def test_an_unavailable_peer_is_reported_not_run(bench, monkeypatch):
+    def why(name):
+        return (
+            "optuna_gp needs optuna, which cannot be imported (test)"
+            if name == "optuna_gp"
+            else None
+        )
+
+    monkeypatch.setattr(st, "peer_unavailable", why)
+    payload = st.study(bench, searchers=("random", "optuna_gp"), seeds=1, workers=(1,),
+                       budgets=(5,), progress=False)  # fmt: skip
+    assert payload["unavailable"] == {"optuna_gp": why("optuna_gp")}
+    assert {r["searcher"] for r in payload["runs"]} == {"random"}
+    assert "optuna_gp: cannot run here: optuna_gp needs optuna" in st.format_summary(payload)
+
+
+def test_an_incomplete_table_is_refused_unless_allowed(bench, tmp_path: Path):
+    folder = tmp_path / "partial"
+    folder.mkdir()
+    cells = bench.cells()[:20]
+    write_table(folder / "table.csv", [r for c in cells for r in bench.rows(c)])
+    manifest = {**bench.manifest, "complete": False, "cells_done": 20, "cells_total": 164}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"not complete \(20 of 164 cells\)"):
+        st.open_table(str(folder))
+    partial = st.open_table(str(folder), allow_partial=True)
+    payload = st.study(partial, searchers=("random",), seeds=1, workers=(1,), budgets=(10,),
+                       progress=False)  # fmt: skip
+    assert payload["runs"][0]["failed"] > 0  # cells missing from the table fail
+    assert st.main(["--table", str(folder), "--quick"]) == 2
+
+
+@pytest.mark.slow
+def test_quick_study_of_every_searcher(bench, tmp_path: Path):
+    payload = st.study(bench, seeds=3, workers=(1, 8), budgets=(10, 20, 30),
+                       out=tmp_path / "all.json", progress=False)  # fmt: skip
+    check_payload(payload, bench, tuple(st.SEARCHERS))
+    assert {g["goal"].split(" (")[0] for g in payload["goals"]} >= {"gpb/random trials to top 1 %"}
+    assert all(math.isfinite(g["value"]) for g in payload["goals"])
