@@ -34,6 +34,7 @@ from experiments.bench import (
     gp_latency,
     machine_info,
     op_efficiency,
+    peer_latency,
     position_specific,
     rsa_growth,
     search_cost,
@@ -45,6 +46,7 @@ BENCHMARKS: dict[str, Callable[[BenchConfig], list[BenchResult]]] = {
     search_cost.NAME: search_cost.run,
     position_specific.NAME: position_specific.run,
     gp_latency.NAME: gp_latency.run,
+    peer_latency.NAME: peer_latency.run,
     rsa_growth.NAME: rsa_growth.run,
     data_throughput.NAME: data_throughput.run,
 }
