@@ -391,18 +391,25 @@ def _ratio_goal(name: str, bound: float, a: Sequence[float], b: Sequence[float])
 
 
 # ---------------------------------------------------------------------- output
-def plot(bench: Benchmark, runs: Sequence[Mapping[str, Any]], path: Path) -> None:
-    """Best-so-far simple regret against trials, mean and 95 % band, a panel per worker count."""
-    import matplotlib
+def plot(payload: Mapping[str, Any], path: Path | None = None) -> Any:
+    """Best-so-far simple regret against trials, mean and 95 % band, a panel per worker count.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Args:
+        payload: the study's payload (or its JSON, read back).
+        path: where to save the figure (None: return it unsaved, e.g. for a notebook).
 
-    ok = [r for r in runs if "error" not in r]
+    Returns:
+        The matplotlib figure, or None when no run succeeded.
+    """
+    from matplotlib.figure import Figure  # no pyplot: no backend switched, none needed
+
+    ok = [r for r in payload["runs"] if "error" not in r]
     workers = sorted({r["workers"] for r in ok})
     if not workers:
-        return
-    fig, axes = plt.subplots(1, len(workers), figsize=(6 * len(workers), 4.2), squeeze=False)
+        return None
+    optimum, name_ = payload["optimum"], payload["table"]
+    fig = Figure(figsize=(6 * len(workers), 4.2))
+    axes = fig.subplots(1, len(workers), squeeze=False)
     for ax, w in zip(axes[0], workers):
         for name in SEARCHERS:
             group = [r for r in ok if r["searcher"] == name and r["workers"] == w]
@@ -410,7 +417,7 @@ def plot(bench: Benchmark, runs: Sequence[Mapping[str, Any]], path: Path) -> Non
                 continue
             n = min(len(r["trials"]) for r in group)
             curves = np.array([best_so_far(r["true_means"])[:n] for r in group])  # (seeds, n)
-            regret = bench.optimum() - curves
+            regret = optimum - curves
             regret[~np.isfinite(regret)] = np.nan
             mean = np.nanmean(regret, axis=0)
             bands = np.array(
@@ -426,15 +433,16 @@ def plot(bench: Benchmark, runs: Sequence[Mapping[str, Any]], path: Path) -> Non
             x = np.arange(1, n + 1)
             ax.plot(x, mean, label=name)
             ax.fill_between(x, bands[:, 0], bands[:, 1], alpha=0.2)
-        ax.set_title(f"{bench.name}: {w} worker{'s' if w > 1 else ''}")
+        ax.set_title(f"{name_}: {w} worker{'s' if w > 1 else ''}")
         ax.set_xlabel("finished trials")
         ax.set_ylabel("simple regret (optimum - best true mean)")
         ax.set_xscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
 
 
 def _write(path: Path, payload: Mapping[str, Any]) -> None:
@@ -536,7 +544,7 @@ def study(
                     if out is not None:
                         _write(out, payload)
     if out is not None:
-        plot(bench, payload["runs"], out.with_suffix(".png"))
+        plot(payload, out.with_suffix(".png"))
     return payload
 
 

@@ -97,8 +97,12 @@ def test_compare_searchers_notebook(tmp_path: Path) -> None:
     nb = _run("compare_searchers.ipynb", {
         "RESULTS_DIR": str(tmp_path), "LIVE_SEARCHERS": ["random", "evolution", "gpb"],
         "LIVE_SEEDS": 1, "LIVE_BUDGET_TRIALS": 6, "LIVE_TRIAL_COST_S": 10.0,
+        "STUDY_TABLE": "synthetic-small", "STUDY_SEARCHERS": ["random", "optuna_tpe"],
+        "STUDY_SEEDS": 2, "STUDY_BUDGET": 12, "STUDY_WORKERS": [1, 8],
     })  # fmt: skip
-    assert len(_outputs(nb, "image/png")) >= 3  # stored curves, discovered cells, live curves
+    # stored curves, discovered cells, live curves, the live study's regret curves
+    assert len(_outputs(nb, "image/png")) >= 4
+    assert "0 stored study file(s)" in _text(nb) and "optuna_tpe/w8" in _text(nb)
     text = _text(nb)
     assert "1 result file(s)" in text
     for name in ("random", "evolution", "gpb"):
