@@ -36,6 +36,8 @@ Design choices where the issue is silent:
   that a uniformly random new cell). ``repairs`` counts them; the study reports it.
 - Failed trials are told to Optuna as ``FAIL`` (its samplers ignore them) and left out of the
   BoTorch model; none is proposed again.
+- Optuna's log is set to WARNING when a proposal is made: a fresh study per proposal would
+  otherwise log one INFO line per suggestion.
 - The peers' libraries are imported when a peer is first built, not with this module, so the
   controller package keeps no hard dependency on Optuna (``pip install -e ".[peers]"``);
   ``peer_unavailable(name)`` says exactly why one cannot run.
@@ -46,7 +48,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import itertools
-import logging
 import random
 import warnings
 from collections.abc import Callable, Sequence
@@ -56,13 +57,14 @@ from attnas.controller.base import SearcherBase, _random_distinct, register_sear
 from attnas.space import CellSpec, SearchSpace
 
 PEERS = ("optuna_tpe", "optuna_gp", "botorch_mixed")
-_LIBRARIES = {"optuna_tpe": ("optuna",), "optuna_gp": ("optuna", "torch", "scipy")}
-_LIBRARIES["botorch_mixed"] = ("botorch", "gpytorch", "torch")
+_LIBRARIES = {
+    "optuna_tpe": ("optuna",),
+    "optuna_gp": ("optuna", "torch", "scipy"),
+    "botorch_mixed": ("botorch", "gpytorch", "torch"),
+}
 
 Vector = tuple[int, ...]
 Finished = tuple[Vector, float | None]  # (vector, value); None for a failed trial
-
-logger = logging.getLogger("attnas.controller")
 
 
 class VectorProposer(Protocol):
