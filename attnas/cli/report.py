@@ -20,16 +20,49 @@ Design choices where the spec is silent:
   ``report.baselines=true`` the top cells are retrained with fresh seeds, next to the backbone
   alone and + non-local under the same budget, and those retrained rows form the comparison.
 - Data problems (unreadable or undecodable videos, padded short videos) are listed per split.
+- Every top-1 carries its uncertainty: the Wilson 95 % score interval over the validation clips
+  of one evaluation (for a row of several seeds, the interval of the seed mean with the clips
+  of one evaluation, since every seed is scored on the same clips), and the seed spread
+  (mean ± sample std, n) where more than one seed ran.
+- Two rows are *within noise* of each other when their Wilson 95 % intervals overlap, or when
+  both ran several seeds and their per-seed values overlap (a re-run could swap them). The rule
+  is conservative on purpose (overlapping 95 % intervals is a stricter bar than a 5 % test of
+  the difference): a report should sooner call a gap noise than call noise a gap.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from attnas.space import CellSpec
+
+Z95 = 1.959963984540054  # two-sided 95 % normal quantile
+
+
+def wilson_interval(p: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``p`` observed over ``n`` trials (95 % by default).
+
+    Unlike ``p ± z·sqrt(p(1-p)/n)`` it stays inside [0, 1] and does not collapse to a point at
+    0 % or 100 %.
+    """
+    if n <= 0:
+        raise ValueError(f"wilson_interval: n must be > 0, got {n}")
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _val_clips(result: Mapping[str, Any]) -> int | None:
+    """Validation clips of a result's final evaluation (``val_clips`` of its last epoch)."""
+    n = result.get("val_clips")
+    if n is None and result.get("history"):
+        n = result["history"][-1].get("val_clips")
+    return None if n is None else int(n)
 
 
 @dataclass
@@ -38,12 +71,15 @@ class ResultRow:
 
     Attributes:
         label: what was trained (``backbone``, ``+ non-local``, ``+ derived cell``...).
-        top1: validation top-1 in [0, 1] (None: not available).
+        top1: validation top-1 in [0, 1] (the mean over ``values`` when several seeds ran;
+            None: not available).
         top5: validation top-5 in [0, 1].
         params: parameters.
         flops: FLOPs of one forward pass of one clip.
-        wall_s: seconds the run took.
-        status: ``completed`` or ``failed``.
+        wall_s: seconds one run took (the mean over seeds).
+        status: ``completed`` or ``failed`` (``k of n failed`` over seeds).
+        clips: validation clips of one evaluation (None: unknown, no interval shown).
+        values: per-seed top-1 of the completed runs (empty for a row built by hand).
     """
 
     label: str
@@ -53,6 +89,8 @@ class ResultRow:
     flops: int | None = None
     wall_s: float | None = None
     status: str = "completed"
+    clips: int | None = None
+    values: tuple[float, ...] = ()
 
     @classmethod
     def from_result(
@@ -64,15 +102,131 @@ class ResultRow:
         100 % whatever the model does.
         """
         classes = result.get("num_classes") or num_classes
+        top1 = result.get("top1")
         return cls(
             label=label,
-            top1=result.get("top1"),
+            top1=top1,
             top5=None if classes is not None and int(classes) <= 5 else result.get("top5"),
             params=result.get("num_parameters"),
             flops=result.get("flops"),
             wall_s=result.get("wall_time_s"),
             status=str(result.get("status", "completed")),
+            clips=_val_clips(result),
+            values=() if top1 is None else (float(top1),),
         )
+
+    @classmethod
+    def from_results(
+        cls, label: str, results: Sequence[Mapping[str, Any]], num_classes: int | None = None
+    ) -> ResultRow:
+        """One row over several seeds' results: the mean of the completed runs' figures."""
+        rows = [cls.from_result(label, r, num_classes) for r in results]
+        done = [r for r in rows if r.top1 is not None]
+        if len(rows) == 1:
+            return rows[0]
+        failed = len(rows) - len([r for r in rows if r.status == "completed"])
+
+        def mean(xs: list[Any]) -> Any:
+            xs = [x for x in xs if x is not None]
+            return sum(xs) / len(xs) if xs else None
+
+        return cls(
+            label=label,
+            top1=mean([r.top1 for r in done]),
+            top5=mean([r.top5 for r in done]),
+            params=next((r.params for r in rows if r.params is not None), None),
+            flops=next((r.flops for r in rows if r.flops is not None), None),
+            wall_s=mean([r.wall_s for r in rows]),
+            status="completed" if not failed else f"{failed} of {len(rows)} failed",
+            clips=next((r.clips for r in done if r.clips is not None), None),
+            values=tuple(r.top1 for r in done if r.top1 is not None),
+        )
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """Wilson 95 % interval of ``top1`` over ``clips`` (None when either is unknown)."""
+        if self.top1 is None or not self.clips:
+            return None
+        return wilson_interval(self.top1, self.clips)
+
+    @property
+    def std(self) -> float | None:
+        """Sample standard deviation over seeds (None with fewer than two)."""
+        if len(self.values) < 2:
+            return None
+        m = sum(self.values) / len(self.values)
+        return math.sqrt(sum((v - m) ** 2 for v in self.values) / (len(self.values) - 1))
+
+
+def top1_words(row: ResultRow) -> str:
+    """``76.00% ± 1.41 over 2 seeds (95 % CI 72.1–79.5 %, 512 clips)`` for printed summaries."""
+    if row.top1 is None:
+        return "n/a"
+    text = f"{100 * row.top1:.2f}%"
+    if row.std is not None:
+        text += f" ± {100 * row.std:.2f} over {len(row.values)} seeds"
+    iv = row.interval
+    if iv is not None:
+        text += f" (95 % CI {100 * iv[0]:.1f}–{100 * iv[1]:.1f} %, {row.clips} clips)"
+    return text
+
+
+def within_noise(a: ResultRow, b: ResultRow) -> bool:
+    """Whether two rows are within noise of each other (the module docstring's rule).
+
+    Rows without a top-1 are never within noise; rows without clips compare by seeds only.
+    """
+    if a.top1 is None or b.top1 is None:
+        return False
+    ia, ib = a.interval, b.interval
+    if ia is not None and ib is not None and ia[0] <= ib[1] and ib[0] <= ia[1]:
+        return True
+    if len(a.values) >= 2 and len(b.values) >= 2:
+        return min(a.values) <= max(b.values) and min(b.values) <= max(a.values)
+    return False
+
+
+NOISE_RULE = (
+    "rule: two rows are within noise when their Wilson 95 % intervals overlap, or when both "
+    "ran several seeds and their per-seed top-1s overlap"
+)
+
+
+def noise_lines(rows: Sequence[ResultRow]) -> list[str]:
+    """The plain sentence(s) saying which rows are within noise of each other."""
+    rows = [r for r in rows if r.top1 is not None]
+    if len(rows) < 2:
+        return []
+    pairs = [
+        f"**{a.label}** and **{b.label}**"
+        for i, a in enumerate(rows)
+        for b in rows[i + 1 :]
+        if within_noise(a, b)
+    ]
+    if not pairs:
+        return [f"No two rows are within noise of each other ({NOISE_RULE}).", ""]
+    if len(pairs) == 1:
+        return [f"{pairs[0]} are within noise of each other ({NOISE_RULE}).", ""]
+    return [
+        f"Within noise of each other ({NOISE_RULE}): " + "; ".join(pairs) + ".",
+        "",
+    ]
+
+
+def compare_sentence(
+    a: ResultRow, b: ResultRow, a_name: str | None = None, b_name: str | None = None
+) -> str:
+    """``a`` against ``b`` in words (the noise rule): beats it beyond noise, does not beat it
+    (within noise), or does not beat it (lower beyond noise). Names default to the labels."""
+    an, bn = a_name or a.label, b_name or b.label
+    if a.top1 is None or b.top1 is None:
+        return f"{an} cannot be compared with {bn} (a figure is missing)."
+    gap = f"{_pct(a.top1)} % against {_pct(b.top1)} %"
+    if within_noise(a, b):
+        return f"{an} does not beat {bn}: {gap}, within noise."
+    if a.top1 > b.top1:
+        return f"{an} beats {bn} beyond noise: {gap}."
+    return f"{an} does not beat {bn}: {gap}, lower beyond noise."
 
 
 @dataclass
@@ -155,22 +309,48 @@ def _secs(x: float | None) -> str:
     return "–" if x is None else f"{x:.0f}"
 
 
+def _interval(r: ResultRow) -> str:
+    iv = r.interval
+    if iv is None:
+        return "–"
+    return f"{100 * iv[0]:.1f}–{100 * iv[1]:.1f} ({r.clips} clips)"
+
+
+def _spread(r: ResultRow) -> str:
+    std = r.std
+    if std is None:
+        return "1 seed" if len(r.values) == 1 else "–"
+    return f"{_pct(r.top1)} ± {100 * std:.2f} (n = {len(r.values)})"
+
+
 def comparison_table(rows: Sequence[ResultRow], reference: str | None = None) -> str:
-    """A Markdown table of rows; Δ top-1 against the row labelled ``reference`` when given."""
+    """A Markdown table of rows; Δ top-1 against the row labelled ``reference`` when given.
+
+    Each top-1 carries its Wilson 95 % interval over the validation clips and, where several
+    seeds ran, the seed spread (mean ± std, n).
+    """
     ref = next((r for r in rows if r.label == reference and r.top1 is not None), None)
     lines = [
-        "| model | top-1 (%) | top-5 (%) | Δ top-1 | params (M) | GFLOPs | time (s) | status |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| model | top-1 (%) | 95 % CI (%) | seeds: mean ± std (%) | top-5 (%) | Δ top-1 | "
+        "params (M) | GFLOPs | time (s) | status |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
         delta = "–"
         if ref is not None and r.top1 is not None and r is not ref:
             delta = f"{100 * (r.top1 - ref.top1):+.2f}"
         lines.append(
-            f"| {r.label} | {_pct(r.top1)} | {_top5(r.top5)} | {delta} | {_mega(r.params)} | "
-            f"{_giga(r.flops)} | {_secs(r.wall_s)} | {r.status} |"
+            f"| {r.label} | {_pct(r.top1)} | {_interval(r)} | {_spread(r)} | {_top5(r.top5)} | "
+            f"{delta} | {_mega(r.params)} | {_giga(r.flops)} | {_secs(r.wall_s)} | {r.status} |"
         )
     return "\n".join(lines)
+
+
+UNCERTAINTY_NOTE = (
+    "95 % CI: Wilson score interval of the top-1 over the validation clips of one evaluation "
+    "(for several seeds, of their mean; every seed is scored on the same clips). Seeds: mean ± "
+    "sample standard deviation over the seeds that ran. Time: seconds per run."
+)
 
 
 def _context_section(ctx: SearchContext) -> list[str]:
@@ -316,15 +496,52 @@ def _reuse_section(ctx: SearchContext, cell_files: Mapping[str, Path]) -> list[s
     return lines
 
 
+def _rows_of(
+    results: Mapping[str, Mapping[str, Any] | Sequence[Mapping[str, Any]]],
+    labels: Mapping[str, str],
+    num_classes: int | None,
+) -> list[ResultRow]:
+    """One row per key: a single result, or several seeds' results (a list)."""
+    rows = []
+    for key, value in _ordered(results):
+        label = labels.get(key, key)
+        if isinstance(value, Mapping):
+            rows.append(ResultRow.from_result(label, value, num_classes))
+        else:
+            rows.append(ResultRow.from_results(label, list(value), num_classes))
+    return rows
+
+
+def _flat(
+    results: Mapping[str, Mapping[str, Any] | Sequence[Mapping[str, Any]]],
+) -> dict[str, Mapping[str, Any]]:
+    out: dict[str, Mapping[str, Any]] = {}
+    for key, value in results.items():
+        if isinstance(value, Mapping):
+            out[key] = value
+        else:
+            out.update({f"{key}[{i}]": v for i, v in enumerate(value)})
+    return out
+
+
+DIFFERENTIABLE_LABELS = {
+    "none": "backbone alone",
+    "nonlocal": "+ non-local blocks",
+    "derived": "+ derived cell",
+}
+
+
 def write_differentiable_report(
     path: Path,
     ctx: SearchContext,
     cells: Mapping[str, CellSpec],
     cell_files: Sequence[Path],
     search: Mapping[str, Any],
-    retrained: Mapping[str, Mapping[str, Any]],
+    retrained: Mapping[str, Mapping[str, Any] | Sequence[Mapping[str, Any]]],
     alpha: int,
     beta: int,
+    retrain_note: str | None = None,
+    extra_sections: Sequence[str] = (),
 ) -> Path:
     """Write ``report.md`` for a differentiable search.
 
@@ -334,9 +551,13 @@ def write_differentiable_report(
         cells: the derived cell per insertion point.
         cell_files: the exported cell files (``cell.yaml`` or ``cell_<position>.yaml``).
         search: the search run's ``TrialResult.to_dict()``.
-        retrained: ``{"derived"|"none"|"nonlocal": TrialResult.to_dict()}`` (may be empty).
+        retrained: ``{"derived"|"none"|"nonlocal": TrialResult.to_dict()}``, or a list of them
+            (one per seed) per key (may be empty).
         alpha: derivation α.
         beta: derivation β.
+        retrain_note: what the retrained rows are (None: trained from scratch with the trainer
+            budget).
+        extra_sections: Markdown lines placed after the accuracy table (e.g. the benchmark).
 
     Returns:
         ``path``.
@@ -365,21 +586,19 @@ def write_differentiable_report(
         lines += ["(no cell was exported)", ""]
     lines += ["## Accuracy and cost", ""]
     k = ctx.num_classes
-    rows = [ResultRow.from_result("supergraph (search run)", search, k)]
-    labels = {
-        "none": "backbone alone",
-        "nonlocal": "+ non-local blocks",
-        "derived": "+ derived cell",
-    }
+    search_row = ResultRow.from_result("supergraph (search run)", search, k)
+    rows = [search_row]
     set_file = next(iter(cell_files)).parent / "cells.yaml" if len(cell_files) > 1 else None
+    compared: list[ResultRow] = []
     if retrained:
-        rows = [ResultRow.from_result(labels.get(k_, k_), v, k) for k_, v in _ordered(retrained)]
+        compared = _rows_of(retrained, DIFFERENTIABLE_LABELS, k)
+        rows = [*compared, search_row]
         lines += [
-            "Each model below was trained from scratch with the same trainer budget and the "
-            "same positions; the supergraph row is the search run itself.",
+            retrain_note
+            or "Each model below was trained from scratch with the same trainer budget and "
+            "the same positions; the supergraph row is the search run itself.",
             "",
         ]
-        rows.append(ResultRow.from_result("supergraph (search run)", search, k))
     else:
         target = set_file if set_file is not None else next(iter(by_file.values()), "CELL")
         lines += [
@@ -391,7 +610,23 @@ def write_differentiable_report(
     if not top5_informative(k):
         lines += [f"(Top-5 is n/a: with {k} classes it is 100 % for every model.)", ""]
     lines += [comparison_table(rows, reference="backbone alone"), ""]
-    lines += data_section({"search": search, **retrained})
+    lines += [UNCERTAINTY_NOTE, ""]
+    # the supergraph row is the search run, not a model anyone would deploy: it is not compared
+    lines += noise_lines(compared)
+    by_label = {r.label: r for r in compared}
+    derived = by_label.get(DIFFERENTIABLE_LABELS["derived"])
+    names = {"nonlocal": "non-local blocks", "none": "the backbone alone"}
+    verdicts = [
+        "- "
+        + compare_sentence(
+            derived, by_label[DIFFERENTIABLE_LABELS[other]], "The derived cell", names[other]
+        )
+        for other in ("nonlocal", "none")
+        if derived is not None and DIFFERENTIABLE_LABELS[other] in by_label
+    ]
+    lines += [*verdicts, ""] if verdicts else []
+    lines += list(extra_sections)
+    lines += data_section({"search": search, **_flat(retrained)})
     plots = sorted(p for f in cell_files for p in [f.with_suffix(".png")] if p.is_file())
     if plots:
         lines += ["## Plots", ""]
@@ -409,6 +644,14 @@ def write_differentiable_report(
 def _ordered(results: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, Mapping[str, Any]]]:
     order = {"none": 0, "nonlocal": 1, "derived": 2}
     return sorted(results.items(), key=lambda kv: (order.get(kv[0], 9), kv[0]))
+
+
+def _interval_words(result: Mapping[str, Any]) -> str:
+    row = ResultRow.from_result("", result)
+    iv = row.interval
+    if iv is None:
+        return ""
+    return f" (Wilson 95 % interval {100 * iv[0]:.1f}–{100 * iv[1]:.1f} % over {row.clips} clips)"
 
 
 def group_errors(trials: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[int]]]:
@@ -501,8 +744,9 @@ def write_bandit_report(
         lines += [
             f"**Selection figure**: the best of {len(done)} completed trials, trial "
             f"{best['trial_id']}, reached top-1 {_pct(best['metrics'].get('top1'))} % on the "
-            "validation split it was selected on. As the maximum of noisy trials it is biased "
-            "upwards and is not compared with single runs below.",
+            f"validation split it was selected on{_interval_words(best['metrics'])}. As the "
+            "maximum of noisy trials it is biased upwards and is not compared with single runs "
+            "below.",
             "",
         ]
     labels = {"none": "backbone alone", "nonlocal": "+ non-local blocks"}
@@ -521,6 +765,8 @@ def write_bandit_report(
         if not top5_informative(k):
             lines += [f"(Top-5 is n/a: with {k} classes it is 100 % for every model.)", ""]
         lines += [comparison_table(rows, reference="backbone alone"), ""]
+        lines += [UNCERTAINTY_NOTE, ""]
+        lines += noise_lines(rows)
     else:
         lines += [
             "No comparison was trained (`report.baselines=true` retrains the top "
@@ -577,6 +823,8 @@ def write_train_report(
         f"Inserted: `{cell}`",
         "",
         comparison_table([ResultRow.from_result(cell, result, num_classes)]),
+        "",
+        UNCERTAINTY_NOTE,
         "",
     ]
     lines += data_section({"run": result})

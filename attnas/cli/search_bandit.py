@@ -26,7 +26,7 @@ from typing import Any
 from attnas.cli import schema
 from attnas.cli.errors import RunFailed, UserError, convert
 from attnas.cli.plots import plot_progress
-from attnas.cli.report import group_errors, write_bandit_report
+from attnas.cli.report import ResultRow, group_errors, top1_words, write_bandit_report
 from attnas.cli.rundir import RunDir
 from attnas.cli.search_context import SearchOutput, op_params, pct, search_context
 
@@ -158,7 +158,7 @@ def run_bandit(cfg: Any, space: Any, plan: BanditPlan, run: RunDir) -> SearchOut
             f"cell {run.path / 'cells' / 'best.yaml'}"
         )
     for k, v in {**baselines, **retrained}.items():
-        lines.append(f"retrained {k} (fresh seed): top-1 {pct(v.get('top1'))}")
+        lines.append(f"retrained {k} (fresh seed): top-1 {top1_words(ResultRow.from_result(k, v))}")
     return SearchOutput(run.path, report, best_files, lines)
 
 

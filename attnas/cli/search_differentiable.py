@@ -13,7 +13,7 @@ from typing import Any
 
 from attnas.cli import schema
 from attnas.cli.errors import RunFailed, convert, first_line
-from attnas.cli.report import cell_line, write_differentiable_report
+from attnas.cli.report import ResultRow, cell_line, top1_words, write_differentiable_report
 from attnas.cli.rundir import RunDir
 from attnas.cli.search_context import SearchOutput, op_params, pct, search_context
 
@@ -77,7 +77,7 @@ def run_differentiable(cfg: Any, space: Any, plan: tuple[Any, Any], run: RunDir)
         )
     for k, v in retrained.items():
         summary.append(
-            f"retrained {k}: top-1 {pct(v.get('top1'))}, params "
+            f"retrained {k}: top-1 {top1_words(ResultRow.from_result(k, v))}, params "
             f"{v.get('num_parameters')}, FLOPs {v.get('flops')}"
         )
     failed = [k for k, v in retrained.items() if v.get("status") == "failed"]

@@ -27,7 +27,14 @@ from omegaconf import DictConfig
 
 from attnas.cli import CONFIG_DIR, schema
 from attnas.cli.errors import RunFailed, convert, first_line, run_cli
-from attnas.cli.report import ResultRow, comparison_table, write_train_report
+from attnas.cli.report import (
+    UNCERTAINTY_NOTE,
+    ResultRow,
+    comparison_table,
+    noise_lines,
+    top1_words,
+    write_train_report,
+)
 from attnas.cli.rundir import RunDir, hydra_files
 from attnas.cli.search import apply_tracking_env
 
@@ -104,7 +111,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     row = ResultRow.from_result(str(cfg.cell), result)
     print(
         f"attnas-train {cfg.cell} on {cfg.backbone.name}/{cfg.data.name}: {result['status']}, "
-        f"top-1 {_fmt(row.top1)}, top-5 {_fmt(row.top5)}, "
+        f"top-1 {top1_words(row)}, top-5 {_fmt(row.top5)}, "
         f"params {result.get('num_parameters')}, FLOPs {result.get('flops')}"
     )
     for split, kinds in (result.get("data_report") or {}).items():
@@ -131,7 +138,8 @@ class ComparisonTable(Callback):
             rows.append(ResultRow.from_result(label, json.loads(result_file.read_text())))
         if not rows:
             return
-        text = "# attnas-train comparison\n\n" + comparison_table(rows, reference="none") + "\n"
+        body = [comparison_table(rows, reference="none"), "", UNCERTAINTY_NOTE, ""]
+        text = "# attnas-train comparison\n\n" + "\n".join([*body, *noise_lines(rows)])
         (sweep / "comparison.md").write_text(text)
         print(f"\n{text}\nwritten to {sweep / 'comparison.md'}")
 
