@@ -6,7 +6,10 @@ budget and data), with the connection weights stepped by the search's ``Architec
 (joint mode: both minimise the training loss), then derives the cell with the top-α / top-β
 rule. The derived cell is then placed on the table: its row when the table holds it, otherwise
 its mean over the table's seeds under the same protocol (``run_proxy_trial``) placed among the
-cell means with ``Benchmark.percentile_of``.
+cell means with ``Benchmark.percentile_of`` (``place_on_table``). ``protocol_weights`` finds the
+protocol's pre-trained backbone (the table's own file when it ships one) and
+``retrain_under_protocol`` trains a cell or a baseline once per seed, as ``make demo`` does
+(``attnas.cli.search_proxy``).
 """
 
 from __future__ import annotations
@@ -99,3 +102,111 @@ def run_proxy_search(
     weights = dict(factory.weights)
     cell = derive_cell(next(iter(weights.values())), alpha, beta)
     return ProxySearchResult(cell, weights, history, telemetry, hook.steps)
+
+
+def table_folder(name: str) -> Path:
+    """The folder of a table (a name under ``benchmark_dirs()`` or a folder path)."""
+    from attnas.benchmark.table import MANIFEST_FILENAME, benchmark_dirs
+
+    candidates = [Path(name)] if Path(name).is_dir() else [d / name for d in benchmark_dirs()]
+    for folder in candidates:
+        if (folder / MANIFEST_FILENAME).is_file():
+            return folder
+    raise FileNotFoundError(
+        f"no benchmark {name!r}: looked for {MANIFEST_FILENAME} in "
+        + ", ".join(str(c) for c in candidates)
+    )
+
+
+def protocol_weights(protocol: ProxyProtocol, folder: str | Path, cache_dir: str | Path) -> Path:
+    """The protocol's pre-trained backbone in ``cache_dir``: copied from the table's folder when
+    the table ships it (``pretrained_<backbone>_<key>.pt``), trained once otherwise (about 8 CPU
+    minutes for the default protocol; ``pretrained_weights``)."""
+    import shutil
+
+    from attnas.benchmark.protocol import pretrained_weights
+
+    name = f"pretrained_{protocol.backbone}_{protocol.pretrain_key()}.pt"
+    shipped, kept = Path(folder) / name, Path(cache_dir) / name
+    if shipped.is_file() and not kept.is_file():
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shipped, kept)
+    return pretrained_weights(protocol, cache_dir)
+
+
+@dataclass(frozen=True)
+class TablePlacement:
+    """Where a cell falls among a table's cell means.
+
+    Attributes:
+        in_table: Whether the table has the cell's row.
+        percentile: ``Benchmark.percentile`` of its row when it has one, otherwise
+            ``Benchmark.percentile_of`` the retrained mean (100 = best).
+        value: The mean that was placed (the row's mean, or the retrained mean).
+        table_seeds: Seeds of the cell's row (0 when it has none).
+        cells: Cells the table holds.
+        complete: Whether the table holds every cell of its space.
+    """
+
+    in_table: bool
+    percentile: float
+    value: float
+    table_seeds: int
+    cells: int
+    complete: bool
+
+
+def place_on_table(bench: Any, cell: CellSpec, retrained_mean: float) -> TablePlacement:
+    """Place ``cell`` on ``bench``: its row's percentile, or ``percentile_of`` its retrained
+    mean when the table has no row for it (a partial table, or a cell outside its space)."""
+    if cell in bench:
+        return TablePlacement(
+            True, bench.percentile(cell), bench.mean(cell), len(bench.values(cell)),
+            len(bench), bench.complete,
+        )  # fmt: skip
+    return TablePlacement(
+        False, bench.percentile_of(retrained_mean), retrained_mean, 0, len(bench), bench.complete
+    )
+
+
+def retrain_under_protocol(
+    protocol: ProxyProtocol,
+    cache: FeatureCache,
+    cell: Any,
+    seeds: list[int],
+    store: str | Path | None = None,
+) -> list[Any]:
+    """Train ``cell`` (a ``CellSpec``, ``"none"`` or ``"nonlocal"``) once per seed under the
+    protocol (``run_proxy_trial``).
+
+    Args:
+        protocol: The protocol.
+        cache: Its feature cache.
+        cell: What to train.
+        seeds: One trial per seed.
+        store: A folder keeping each finished trial as ``seed<k>.json``; a trial found there is
+            not trained again (a resumed run continues).
+
+    Returns:
+        The ``TrialResult`` of every seed, in ``seeds`` order.
+    """
+    import json
+
+    from attnas.benchmark.protocol import count_proxy_cost, run_proxy_trial
+    from attnas.train.spec import TrialResult
+
+    cost = None
+    results = []
+    for seed in seeds:
+        path = None if store is None else Path(store) / f"seed{seed}.json"
+        if path is not None and path.is_file():
+            results.append(TrialResult.from_dict(json.loads(path.read_text())))
+            continue
+        if cost is None:
+            cost = count_proxy_cost(protocol, cell)  # the same for every seed
+        result = run_proxy_trial(protocol, cache, cell, seed, cost=cost)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result.to_dict()))
+        results.append(result)
+    return results

@@ -238,6 +238,25 @@ class ReportConf:
     retrain_top: int = 3
 
 
+@dataclass
+class ProxyConf:
+    """A differentiable search under a tabular benchmark's proxy protocol (``make demo``).
+
+    With ``benchmark`` set, the search, the derivation and the retraining all run under that
+    table's protocol (``ProxyProtocol`` in its manifest: pre-trained backbone, frozen prefix,
+    positions, task, clips and training budget), and the table places the derived cell; the
+    ``backbone``, ``data`` and ``trainer`` groups are then not used (the report says so).
+
+    Attributes:
+        benchmark: a table name (``benchmarks/<name>``) or folder; None: the ordinary search.
+        seeds: the fresh seeds each of the derived cell, the backbone alone and + non-local is
+            retrained with under the protocol (the search's ``seed`` may not be one of them).
+    """
+
+    benchmark: str | None = None
+    seeds: list[int] = field(default_factory=lambda: [100, 101, 102])
+
+
 # ---------------------------------------------------------------------------- primaries
 @dataclass
 class SearchConf:
@@ -245,6 +264,8 @@ class SearchConf:
 
     Attributes:
         searcher: one of the ``searcher`` group's schemas.
+        report: what the report compares (bandit searchers).
+        proxy: search under a tabular benchmark's protocol (differentiable searcher).
         budget: trials the bandit searchers finish (completed + failed).
         seed: master seed (every trial's seed derives from it).
         resume: continue the search in an existing run directory (``hydra.run.dir=<dir>``).
@@ -259,6 +280,7 @@ class SearchConf:
     dispatch: DispatchConf = MISSING
     tracking: TrackingConf = MISSING
     report: ReportConf = field(default_factory=ReportConf)
+    proxy: ProxyConf = field(default_factory=ProxyConf)
     budget: int = 20
     seed: int = 0
     resume: bool = False

@@ -4,7 +4,8 @@ Reads top to bottom: load the space, convert the config for the searcher (``plan
 the run directory (``attnas.cli.rundir``: refuse a
 run directory that holds a run unless ``resume=true``, refuse a resume with other settings, say
 "nothing to resume" for an empty one), then run the differentiable search
-(``search_differentiable``) or a bandit search (``search_bandit``) and print the summary.
+(``search_differentiable``; ``search_proxy`` when ``proxy.benchmark`` names a table, as
+``make demo`` does) or a bandit search (``search_bandit``) and print the summary.
 
 Everything the run writes goes to its run directory: ``run.json`` (fingerprint and
 invocations), ``.hydra/`` and a plain ``config.yaml``, ``search.log``, the trial store
@@ -58,6 +59,7 @@ def run_search_config(cfg: Any, run_dir: Path, hydra: dict[str, str] | None = No
     """
     from attnas.cli.search_bandit import plan_bandit, run_bandit
     from attnas.cli.search_differentiable import plan_differentiable, run_differentiable
+    from attnas.cli.search_proxy import plan_proxy, run_proxy
 
     apply_tracking_env(cfg)
     name = str(cfg.searcher.name)
@@ -67,8 +69,11 @@ def run_search_config(cfg: Any, run_dir: Path, hydra: dict[str, str] | None = No
         )
     space = convert("space", lambda: _schema.load_space_from(cfg.space))
     plain = convert("config", lambda: fingerprint(cfg, space))
-    if name == "differentiable":
-        plan: Any = plan_differentiable(cfg, space)
+    proxy = name == "differentiable" and cfg.proxy.benchmark is not None
+    if proxy:
+        plan: Any = plan_proxy(cfg, space)
+    elif name == "differentiable":
+        plan = plan_differentiable(cfg, space)
     else:
         plan = plan_bandit(cfg, space, run_dir)
     run = RunDir.open(
@@ -79,6 +84,8 @@ def run_search_config(cfg: Any, run_dir: Path, hydra: dict[str, str] | None = No
         fingerprint=plain,
         hydra_files=hydra,
     )
+    if proxy:
+        return run_proxy(cfg, space, plan, run)
     if name == "differentiable":
         return run_differentiable(cfg, space, plan, run)
     return run_bandit(cfg, space, plan, run)
