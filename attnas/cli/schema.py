@@ -245,7 +245,9 @@ class ProxyConf:
     With ``benchmark`` set, the search, the derivation and the retraining all run under that
     table's protocol (``ProxyProtocol`` in its manifest: pre-trained backbone, frozen prefix,
     positions, task, clips and training budget), and the table places the derived cell; the
-    ``backbone``, ``data`` and ``trainer`` groups are then not used (the report says so).
+    ``backbone``, ``data`` and ``trainer`` groups are then not used (the report says so), nor
+    are ``searcher.retrain`` and ``searcher.baselines``: the derived cell, the backbone alone
+    and + non-local are always retrained, since the comparison is what the demo is for.
 
     Attributes:
         benchmark: a table name (``benchmarks/<name>``) or folder; None: the ordinary search.

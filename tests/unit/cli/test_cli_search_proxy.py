@@ -130,3 +130,15 @@ def test_proxy_demo_flow_reports_uncertainty_and_the_table(
     kept = sorted(p.relative_to(out.run_dir).as_posix() for p in out.run_dir.rglob("seed*.json"))
     assert kept == [f"proxy/retrain/{k}/seed{s}.json" for k in ("derived", "none", "nonlocal")
                     for s in (5, 6)]  # fmt: skip
+
+
+def test_readme_demo_paragraph_describes_the_demo(hydra_ctx) -> None:
+    """Issue 15: the README's demo paragraph matches what ``make demo`` now runs and prints."""
+    readme = (CONFIG_DIR.parent / "README.md").read_text()
+    paragraph = readme[readme.index("`make demo` runs") : readme.index("`make test-slow`")]
+    cfg = compose("search", overrides=["experiment=cpu_demo"])
+    seeds = list(cfg.proxy.seeds)
+    assert "`distant_match`" in paragraph and f"benchmarks/{cfg.proxy.benchmark}" in paragraph
+    assert f"seeds {seeds[0]}–{seeds[-1]}" in paragraph and "95 % CI" in paragraph
+    assert "within noise" in paragraph and "percentile_of" in paragraph
+    assert "motion task" not in readme.split("## A one-screen tour")[0]
