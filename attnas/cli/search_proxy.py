@@ -289,7 +289,12 @@ def _table_section(
             f"- The table's cell means range from {pct(min(map(table.mean, table.cells())))} "
             f"to {pct(table.optimum())}."
         )
-    lines += ["", f"The whole run (search and retraining) took {wall:.0f} s.", ""]
+    lines += [
+        "",
+        f"This invocation took {wall:.0f} s (search and retraining; a resumed run does not "
+        "train again what had finished).",
+        "",
+    ]
     lines += [
         "Retrain the cell under the same protocol in Python:",
         "",
