@@ -96,7 +96,7 @@ def report(bench: Benchmark) -> dict[str, Any]:
     stds = [bench.std(c) for c in bench.cells()]
     nl_like = [
         c for c in bench.cells()
-        if all((o.type, o.dim, o.activation) == ("dot", "spatiotemporal", "softmax")
+        if all((o.op.type, o.op.dim, o.op.activation) == ("dot", "spatiotemporal", "softmax")
                for o in c.ops)
     ]  # fmt: skip
     rows = sum(len(bench.values(c)) for c in bench.cells())
