@@ -169,7 +169,9 @@ _CACHES: dict[str, FeatureCache] = {}
 def _cache(protocol: ProxyProtocol, cache_dir: str) -> FeatureCache:
     key = json.dumps(protocol.to_dict(), sort_keys=True)
     if key not in _CACHES:
-        _CACHES[key] = FeatureCache(protocol, pretrained_weights(protocol, cache_dir))
+        _CACHES[key] = FeatureCache(
+            protocol, pretrained_weights(protocol, cache_dir), store=cache_dir
+        )
     return _CACHES[key]
 
 

@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -229,11 +230,16 @@ class FeatureCache:
     Args:
         protocol: The protocol (backbone, split, task).
         weights: Pre-trained weights file (``pretrained_weights``).
+        store: A folder to keep the features in between processes (each trial of a build is
+            its own process). The file is named by the SHA-256 of the protocol and of the
+            weights, so it is only ever reused for the same computation; it holds the very
+            tensors a fresh computation gives, so loading it changes no result.
     """
 
-    def __init__(self, protocol: ProxyProtocol, weights: str | Path) -> None:
+    def __init__(
+        self, protocol: ProxyProtocol, weights: str | Path, store: str | Path | None = None
+    ) -> None:
         from attnas.backbones import build_backbone
-        from attnas.data import build_dataset
 
         self.protocol = protocol
         model = build_backbone(protocol.backbone, 10, protocol.clip_shape())
@@ -247,6 +253,27 @@ class FeatureCache:
             )
         self.prefix = names[: names.index(protocol.split) + 1]
         self.state = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
+        path = None
+        if store is not None:
+            key = hashlib.sha256(json.dumps(protocol.to_dict(), sort_keys=True).encode())
+            key.update(Path(weights).read_bytes())
+            path = Path(store) / f"features_{key.hexdigest()[:16]}.pt"
+        if path is not None and path.exists():
+            saved = torch.load(path, weights_only=True)
+            self.num_classes = int(saved["num_classes"])
+            self.data = {k: TensorDataset(*saved[k]) for k in ("train", "val")}
+            return
+        self._compute(model)
+        if path is not None:
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            payload = {k: list(d.tensors) for k, d in self.data.items()}
+            torch.save({**payload, "num_classes": self.num_classes}, tmp)
+            os.replace(tmp, path)  # atomic: a concurrent reader sees all of it or nothing
+
+    def _compute(self, model: nn.Module) -> None:
+        from attnas.data import build_dataset
+
+        protocol = self.protocol
         kw = _task_kwargs(protocol)
         self.data: dict[str, TensorDataset] = {}
         self.num_classes = 2

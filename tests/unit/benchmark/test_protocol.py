@@ -3,6 +3,8 @@ the branch opening, the protocol's plain-data round trip."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -77,6 +79,24 @@ def test_cached_features_are_the_frozen_prefix_output(cache, weights):
     assert cache.prefix[-1] == TINY.split
     torch.testing.assert_close(cache.data["val"].tensors[0][:4], x, rtol=0, atol=1e-6)
     assert torch.equal(cache.data["val"].tensors[1], clips.labels)
+
+
+def test_stored_features_are_reused_only_for_the_same_protocol_and_weights(
+    cache, weights, tmp_path
+):
+    first = FeatureCache(TINY, weights, store=tmp_path)
+    (stored,) = tmp_path.glob("features_*.pt")
+    again = FeatureCache(TINY, weights, store=tmp_path)  # loaded from the file
+    for split in ("train", "val"):
+        for a, b, c in zip(
+            cache.data[split].tensors, first.data[split].tensors, again.data[split].tensors
+        ):
+            assert torch.equal(a, b) and torch.equal(b, c) and a.dtype == c.dtype
+    assert again.num_classes == cache.num_classes
+    # another protocol (other clips) gets its own file, never the stored one
+    other = dataclasses.replace(TINY, data_seed=TINY.data_seed + 1)
+    FeatureCache(other, weights, store=tmp_path)
+    assert len(list(tmp_path.glob("features_*.pt"))) == 2 and stored.exists()
 
 
 def test_proxy_model_trains_only_what_follows_the_split(cache):
