@@ -3,7 +3,7 @@
 Nothing here checks a speed: the fast tests run the harness on trivially small sizes
 (``--tiny``) and check the results file's schema, the round-robin order of the timing loop, the
 paired-ratio arithmetic and the peak-memory measurement against a known allocation. The slow
-tests run every benchmark (tiny) and the whole ``--quick`` mode.
+test runs every benchmark (tiny) through the command line.
 """
 
 from __future__ import annotations
@@ -160,25 +160,18 @@ def test_a_failing_benchmark_becomes_an_error_row(
 
 
 @pytest.mark.slow
-def test_tiny_run_of_every_benchmark(tmp_path: Path) -> None:
-    from experiments.bench.__main__ import BENCHMARKS, main
+def test_tiny_run_of_every_benchmark_through_the_command_line(tmp_path: Path) -> None:
+    """``python -m experiments.bench`` end to end (``--tiny``: the quick and full modes differ
+    from it only in the sizes ``BenchConfig.pick`` chooses, which a fast test covers)."""
+    from experiments.bench.__main__ import BENCHMARKS
 
-    out = tmp_path / "results.json"
-    assert main(["--tiny", "--device", "cpu", "--out", str(out)]) == 0
-    payload = json.loads(out.read_text())
-    check_schema(payload)
-    assert {r["name"].split("/")[0] for r in payload["benchmarks"]} == set(BENCHMARKS)
-
-
-@pytest.mark.slow
-def test_quick_mode_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "experiments.bench", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "experiments.bench", "--tiny", "--device", "cpu", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=1800, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     payload = json.loads(out.read_text())
     check_schema(payload)
-    assert payload["scale"] == "quick"
+    assert {r["name"].split("/")[0] for r in payload["benchmarks"]} == set(BENCHMARKS)
     assert "op_efficiency/op_time" in proc.stdout
