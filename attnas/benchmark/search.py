@@ -34,6 +34,9 @@ class ProxySearchResult:
         history: The search run's per-epoch metrics.
         telemetry: One dict per epoch from the search hook (entropies, derived cell, ...).
         arch_steps: Architecture optimiser steps taken.
+        model: The trained network (the supergraphs inserted, the connection weights attached
+            as ``model.architecture``), e.g. to evaluate cells by their inherited weights
+            (``attnas.supergraph.oneshot``).
     """
 
     cell: CellSpec
@@ -41,6 +44,7 @@ class ProxySearchResult:
     history: list[dict[str, Any]]
     telemetry: list[dict[str, Any]] = field(default_factory=list)
     arch_steps: int = 0
+    model: nn.Module | None = None
 
 
 def run_proxy_search(
@@ -101,7 +105,7 @@ def run_proxy_search(
         )
     weights = dict(factory.weights)
     cell = derive_cell(next(iter(weights.values())), alpha, beta)
-    return ProxySearchResult(cell, weights, history, telemetry, hook.steps)
+    return ProxySearchResult(cell, weights, history, telemetry, hook.steps, model)
 
 
 def table_folder(name: str) -> Path:
