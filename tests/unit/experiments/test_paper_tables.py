@@ -64,3 +64,20 @@ def test_tables_show_the_search_figure_beside_chance_and_warn() -> None:
 
 def test_no_unmeasured_claim_that_rows_differ_by_more_than_chance() -> None:
     assert "differ by more than chance" not in inspect.getsource(paper_tables)
+
+
+def test_proxy_task_rows_are_placed_on_their_table() -> None:
+    placed = _row("GPB cell", {"cpu_s": 84.0})
+    placed["task"] = "distant_match"
+    placed["table"] = {"name": "distant_match_k2", "cells": 300, "complete": False,
+                       "in_table": False, "percentile": 91.4}  # fmt: skip
+    report = {
+        "preset": "cpu", "total_wall_s": 1.0, "tasks": ["distant_match"],
+        "settings": {"seeds": 3, "epochs": 4, "gpb_budget": 8, "proxy_epochs": 2},
+        "machine": {"cpu_count": 2, "torch_threads": 1},
+        "rows": [_row("backbone"), placed], "transfer": [],
+    }  # fmt: skip
+    text = markdown(report)
+    assert "| 91 (retrained mean, partial table of 300 cells) |" in text
+    assert "distant_match: every row is trained under the tabular benchmark's proxy" in text
+    assert "| - |\n" in text  # a row without a placement
