@@ -50,6 +50,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from attnas.backbones.base import Shape4, VideoBackbone
 from attnas.backbones.registry import register_backbone
@@ -174,6 +175,44 @@ class InceptionBlock3D(nn.Module):
         )  # (B, C_out, T, H, W)
 
 
+def separable_avg_pool3d(
+    x: Tensor, kernel: tuple[int, int, int], stride: tuple[int, int, int]
+) -> Tensor:
+    """``F.avg_pool3d(x, kernel, stride)`` (no padding) as two 2D average pools.
+
+    Without padding, the mean over a ``kt×kh×kw`` box is the mean over ``kt`` frames of the
+    per-frame ``kh×kw`` means. ``avg_pool2d`` has a deterministic CUDA backward, where
+    ``avg_pool3d``'s makes ``torch.use_deterministic_algorithms(True)`` raise.
+
+    Shape:
+        - Input: ``(B, C, T, H, W)``
+        - Output: ``(B, C, T', H', W')``, as ``F.avg_pool3d``'s
+    """
+    (kt, kh, kw), (st, sh, sw) = kernel, stride
+    b, c, t, h, w = x.shape
+    y = F.avg_pool2d(x.reshape(b, c * t, h, w), (kh, kw), (sh, sw))  # (B, C*T, H', W')
+    h2, w2 = y.shape[-2:]
+    y = F.avg_pool2d(y.reshape(b, c, t, h2 * w2), (kt, 1), (st, 1))  # (B, C, T', H'*W')
+    return y.reshape(b, c, y.shape[2], h2, w2)  # (B, C, T', H', W')
+
+
+class DeterministicAvgPool3d(nn.AvgPool3d):
+    """``nn.AvgPool3d`` (no padding) that computes ``separable_avg_pool3d`` on CUDA when
+    deterministic algorithms are on (``TrainConfig.deterministic``), so that a deterministic
+    CUDA trial does not raise on ``avg_pool3d``'s backward; elsewhere the 3D kernel runs."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.is_cuda and torch.are_deterministic_algorithms_enabled():
+            kernel, stride = _triple(self.kernel_size), _triple(self.stride or self.kernel_size)
+            if _triple(self.padding) == (0, 0, 0) and not self.ceil_mode:
+                return separable_avg_pool3d(x, kernel, stride)
+        return super().forward(x)
+
+
+def _triple(v: int | Sequence[int]) -> tuple[int, int, int]:
+    return (v, v, v) if isinstance(v, int) else (int(v[0]), int(v[1]), int(v[2]))
+
+
 class _InceptionHead(nn.Module):
     """I3D's head: average pool ``kt×H×W`` (stride 1), dropout, 1×1×1 conv logits, mean over time.
 
@@ -185,7 +224,7 @@ class _InceptionHead(nn.Module):
     def __init__(self, feature_shape: Shape4, num_classes: int, dropout: float) -> None:
         super().__init__()
         c, t, h, w = feature_shape
-        self.pool = nn.AvgPool3d((min(2, t), h, w), stride=1)
+        self.pool = DeterministicAvgPool3d((min(2, t), h, w), stride=1)
         self.dropout = nn.Dropout(dropout)
         self.logits = nn.Conv3d(c, num_classes, 1, bias=True)
 

@@ -56,7 +56,7 @@ def _flat_pool(pool: nn.MaxPool3d | nn.AvgPool3d) -> nn.Module:
         return nn.MaxPool3d(
             (1, kh, kw), stride=stride, padding=(0, ph, pw), ceil_mode=pool.ceil_mode
         )
-    return nn.AvgPool3d(
+    return type(pool)(  # keeps a subclass (the I3D head's DeterministicAvgPool3d)
         (1, kh, kw),
         stride=stride,
         padding=(0, ph, pw),
