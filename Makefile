@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: venv test test-slow demo bench study tabular lint format clean
+.PHONY: venv test test-slow demo bench study tabular gpu-check lint format clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,12 @@ bench: venv
 # The peers (Optuna) come with the dev extra that `venv` installs; elsewhere: pip install ".[peers]".
 study: venv
 	OMP_NUM_THREADS=1 $(BIN)/python -m experiments.searcher_study $(ARGS)
+
+# The GPU path (experiments/gpu_check.py, under 5 minutes on one GPU): the gpu-marked tests, AMP
+# search step and GPB trial, CUDA determinism, bench on CUDA, paper-size peak memory, NCCL DDP;
+# JSON in experiments/results/gpu/. Without a GPU: make gpu-check ARGS=--cpu-dry-run.
+gpu-check: venv
+	$(BIN)/python -m experiments.gpu_check $(ARGS)
 
 lint: venv
 	$(BIN)/ruff check attnas tests experiments
