@@ -34,8 +34,9 @@ Design choices (the issue is silent on them):
   taken saw the received gradients divided by the scale.
 - Autocast is confirmed, not assumed: a global forward hook counts the dtypes of every
   ``Conv3d`` output during training.
-- ``make bench`` on CUDA runs the benchmarks whose work is on the model's device (every one
-  but the GP, peer-searcher and video-decoding ones, which measure CPU work), ``--quick``.
+- ``make bench`` on CUDA runs, ``--quick``, the benchmarks whose work is on the model's device:
+  every one but ``CPU_SIDE_BENCHMARKS`` (the GP, peer-searcher, video-decoding and RSA-memory
+  ones measure CPU work whatever the device). Its own JSON goes next to this script's.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import math
 import os
 import platform
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -66,8 +68,9 @@ RESULTS_DIR = REPO / "experiments" / "results" / "gpu"
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed", "skipped")
 # Benchmarks of ``experiments.bench`` that measure CPU-side work (the GP's acquisition step,
-# peer searchers, video decoding): left out of the CUDA run, where they measure nothing new.
-CPU_SIDE_BENCHMARKS = ("gp_latency", "peer_latency", "data_throughput")
+# peer searchers, video decoding, RSA's profiler-replayed CPU memory): left out of the CUDA
+# run, where they would measure nothing new.
+CPU_SIDE_BENCHMARKS = ("gp_latency", "peer_latency", "data_throughput", "rsa_memory")
 MIB = 2.0**20
 
 
@@ -165,7 +168,8 @@ def trial_spec(ctx: CheckContext, amp: str = "none", **train: Any) -> Any:
     """The short real trial every training check runs: i3d_tiny on moving digits (8×32×32).
 
     The dry run trains 3 steps of 8 clips; the GPU run 8 steps of 16 (enough for the fp16
-    GradScaler to skip and back off its scale at least once when it starts at 2**16).
+    GradScaler to skip and back off its scale at least once when it starts at 2**16). Under
+    AMP the model is channels-last, as ``conf/trainer/gpu.yaml`` trains.
     """
     from attnas.train import TrainConfig, TrialSpec
 
@@ -176,6 +180,7 @@ def trial_spec(ctx: CheckContext, amp: str = "none", **train: Any) -> Any:
         optimizer="adamw",
         lr=2e-3,
         amp=amp,
+        channels_last=amp != "none",  # as conf/trainer/gpu.yaml trains (CUDA only)
         device=str(ctx.device),
         progress=False,
         checkpoint_every=1,
@@ -386,7 +391,9 @@ def check_cuda_env(ctx: CheckContext) -> CheckOutcome:
         "bf16_supported": torch.cuda.is_bf16_supported(),
         "cudnn": torch.backends.cudnn.version(),
         "nccl_available": torch.distributed.is_nccl_available(),
-        "nccl": ".".join(map(str, torch.cuda.nccl.version())),
+        "nccl": ".".join(map(str, torch.cuda.nccl.version()))
+        if isinstance(torch.cuda.nccl.version(), tuple)
+        else str(torch.cuda.nccl.version()),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
     x = torch.randn(256, 256, device=device)
@@ -460,6 +467,7 @@ def _search_step(ctx: CheckContext, amp: str) -> CheckOutcome:
     history = list(result.search.history)
     figures: dict[str, Any] = {
         "amp": amp,
+        "channels_last": spec.train.channels_last and ctx.device.type == "cuda",
         **audit.figures(),
         "conv_output_dtypes": dict(dtypes),
         "arch_skipped_steps_metric": history[-1].get("arch_skipped_steps") if history else None,
@@ -505,6 +513,7 @@ def _gpb_trial(ctx: CheckContext, amp: str) -> CheckOutcome:
         result = run_train_trial(payload)
     figures = {
         "amp": amp,
+        "channels_last": spec.train.channels_last and ctx.device.type == "cuda",
         "cell": cell.canonical(),
         "status": result["status"],
         "top1": result["top1"],
@@ -904,6 +913,10 @@ def _ddp_trainer_run(device: torch.device, config_cls: Any, trainer_cls: Any) ->
 def _ddp_smoke(ctx: CheckContext, world: int) -> CheckOutcome:
     import torch.multiprocessing as mp
 
+    # By its importable name: under ``python -m experiments.gpu_check`` this module is
+    # ``__main__``, and spawned children must find the worker without running ``__main__``.
+    from experiments.gpu_check import ddp_worker as worker
+
     backend = "gloo" if ctx.device.type != "cuda" else "nccl"
     if backend == "nccl" and torch.cuda.device_count() < world:
         return CheckOutcome(
@@ -919,7 +932,7 @@ def _ddp_smoke(ctx: CheckContext, world: int) -> CheckOutcome:
     # imports (about 10 s on a loaded 2-core machine).
     method = "spawn" if backend == "nccl" else "fork"
     args = (world, backend, _free_port(), str(out_dir))
-    mp.start_processes(ddp_worker, args=args, nprocs=world, start_method=method)
+    mp.start_processes(worker, args=args, nprocs=world, start_method=method)
     seconds = round(time.perf_counter() - start, 2)
     records = [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(world)]
     figures: dict[str, Any] = {
@@ -1033,18 +1046,24 @@ def run_isolated(check: Check, ctx: CheckContext) -> dict[str, Any]:
         "--results-dir",
         str(ctx.results_dir),
     ]
-    if ctx.dry_run:
-        cmd.append("--cpu-dry-run")
+    cmd += ["--cpu-dry-run"] if ctx.dry_run else ["--device", str(ctx.device)]
+    log_path = ctx.scratch / f"{check.name}.log"
     start = time.perf_counter()
-    try:
-        proc = subprocess.run(
-            cmd, cwd=REPO, capture_output=True, text=True, timeout=check.timeout_s
+    # A session of its own, so that a timeout also ends the processes the check started
+    # (the DDP workers) with the interpreter: the whole process group is killed.
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        tail = (proc.stdout + proc.stderr)[-4000:]
-        how = f"its interpreter exited with code {proc.returncode} and no record"
-    except subprocess.TimeoutExpired as err:
-        tail = ((err.stdout or b"") + (err.stderr or b"")).decode(errors="replace")[-4000:]
-        how = f"timed out after {check.timeout_s:g} s"
+        try:
+            code = proc.wait(timeout=check.timeout_s)
+            how = f"its interpreter exited with code {code} and no record"
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            how = f"timed out after {check.timeout_s:g} s"
+    tail = log_path.read_text(errors="replace")[-4000:]
     if out.is_file():
         return json.loads(out.read_text())
     return {

@@ -4,6 +4,7 @@ architecture-step audit's verdicts on hand-made records."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -164,3 +165,11 @@ def test_committed_dry_run_json_matches_the_schema() -> None:
     assert records["cuda_env"]["status"] == "skipped"
     assert records["gpu_tests"]["status"] == "skipped"  # every gpu test skipped without CUDA
     assert records["search_step_fp16"]["figures"]["steps_skipped"] >= 1
+
+
+def test_isolated_check_past_its_timeout_is_killed_and_recorded_failed(tmp_path) -> None:
+    ctx = gpu_check.CheckContext(torch.device("cpu"), dry_run=True, scratch=tmp_path)
+    check = dataclasses.replace(gpu_check.CHECKS["ddp_2proc"], timeout_s=1.0)
+    record = gpu_check.run_isolated(check, ctx)  # its interpreter is still importing at 1 s
+    assert record["status"] == "failed" and record["summary"] == "timed out after 1 s"
+    assert set(record) == RECORD_KEYS
