@@ -573,6 +573,13 @@ TIMING_KEYS = ("epoch_time_s", "clips_per_s")
     "determinism", "two seeded deterministic trials: identical metrics and weights", timeout_s=120
 )
 def check_determinism(ctx: CheckContext) -> CheckOutcome:
+    """The same seeded spec (``TrainConfig.deterministic``, a dot-attention cell) trained twice
+    through ``run_trial``: every tensor of the two final checkpoints must be bitwise equal and
+    every metric but the timings identical.
+
+    Before this check existed, a deterministic CUDA trial on any I3D/S3D raised: the head's
+    ``nn.AvgPool3d`` has no deterministic CUDA backward (now ``DeterministicAvgPool3d``).
+    """
     from attnas.train import run_trial
 
     spec = trial_spec(ctx, deterministic=True).replace(cell=str(REPO / DETERMINISM_CELL))
