@@ -84,12 +84,15 @@ class CheckContext:
         dry_run: CPU sizes and backends.
         scratch: a folder the check may write to (removed at the end unless ``--keep``).
         results_dir: where lasting outputs go (the bench JSON of the GPU run).
+        all_gpu_tests: run every gpu test, also those that repeat this script's own checks
+            (``COVERED_BY_CHECKS``).
     """
 
     device: torch.device
     dry_run: bool
     scratch: Path
     results_dir: Path = RESULTS_DIR
+    all_gpu_tests: bool = False
 
     def pick(self, dry: Any, cuda: Any) -> Any:
         """``dry`` in the dry run, else ``cuda``."""
@@ -406,6 +409,19 @@ def check_cuda_env(ctx: CheckContext) -> CheckOutcome:
     )
 
 
+# gpu tests that call this script's own checks: the script runs and reports those checks
+# itself, so ``gpu_tests`` leaves them out (``--all-gpu-tests`` keeps them) rather than spend
+# the 5-minute budget twice on the same trials.
+COVERED_BY_CHECKS = (
+    "tests/gpu/test_amp_search_step.py::test_search_step_never_steps_on_scaled_or_nonfinite_"
+    "gradients",
+    "tests/gpu/test_amp_search_step.py::test_gpb_trial_under_amp_completes_with_finite_outputs",
+    "tests/gpu/test_cuda_determinism.py::test_two_seeded_trials_are_identical",
+    "tests/gpu/test_nccl_ddp.py::test_one_process_nccl",
+    "tests/gpu/test_nccl_ddp.py::test_two_process_nccl_trainer",
+)
+
+
 @register_check("gpu_tests", "pytest -m gpu tests/gpu (the gpu-marked tests)", timeout_s=240)
 def check_gpu_tests(ctx: CheckContext) -> CheckOutcome:
     report = ctx.scratch / "gpu_tests.xml"
@@ -421,9 +437,12 @@ def check_gpu_tests(ctx: CheckContext) -> CheckOutcome:
         f"--junitxml={report}",
         str(REPO / "tests" / "gpu"),
     ]
+    deselected = () if ctx.all_gpu_tests else COVERED_BY_CHECKS
+    cmd += [f"--deselect={node}" for node in deselected]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=230)
     figures = _junit_counts(report) if report.is_file() else {}
     figures["exit_code"] = proc.returncode
+    figures["deselected_as_own_checks"] = list(deselected)
     figures["output_tail"] = (proc.stdout + proc.stderr)[-3000:]
     if proc.returncode not in (0, 5) or figures.get("failed", 0) or figures.get("errors", 0):
         names = ", ".join(figures.get("failed_tests", [])[:5])
@@ -1054,6 +1073,7 @@ def run_isolated(check: Check, ctx: CheckContext) -> dict[str, Any]:
         str(ctx.results_dir),
     ]
     cmd += ["--cpu-dry-run"] if ctx.dry_run else ["--device", str(ctx.device)]
+    cmd += ["--all-gpu-tests"] if ctx.all_gpu_tests else []
     log_path = ctx.scratch / f"{check.name}.log"
     start = time.perf_counter()
     # A session of its own, so that a timeout also ends the processes the check started
@@ -1171,6 +1191,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="a fresh interpreter per check (default on CUDA) or this one (default in the dry run)",
     )
+    parser.add_argument("--skip", nargs="+", metavar="CHECK", default=[], help="leave these out")
+    parser.add_argument(
+        "--all-gpu-tests",
+        action="store_true",
+        help="gpu_tests also runs the tests that repeat this script's own checks",
+    )
     parser.add_argument("--device", default="cuda", help="CUDA device of the GPU run (cuda:i)")
     parser.add_argument("--scratch", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help=argparse.SUPPRESS)
@@ -1196,12 +1222,14 @@ def main(argv: Sequence[str] | None = None, registry: dict[str, Check] | None = 
         device = torch.device(args.device)
     if args.child is not None:  # one check, in its own interpreter (run_isolated)
         assert args.scratch is not None and args.child_out is not None
-        ctx = CheckContext(device, args.cpu_dry_run, args.scratch, args.results_dir)
+        ctx = CheckContext(
+            device, args.cpu_dry_run, args.scratch, args.results_dir, args.all_gpu_tests
+        )
         record = run_inline(registry[args.child], ctx)
         args.child_out.write_text(json.dumps(record, default=str))
         return 0
-    names = args.only or list(registry)
-    unknown = [n for n in names if n not in registry]
+    unknown = [n for n in (args.only or []) + args.skip if n not in registry]
+    names = [n for n in args.only or list(registry) if n not in args.skip]
     if unknown:
         print(f"gpu_check: unknown check(s) {unknown}; known: {list(registry)}", file=sys.stderr)
         return 2
@@ -1211,7 +1239,9 @@ def main(argv: Sequence[str] | None = None, registry: dict[str, Check] | None = 
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="attnas-gpu-check-") as scratch:
-        ctx = CheckContext(device, args.cpu_dry_run, Path(scratch), args.results_dir)
+        ctx = CheckContext(
+            device, args.cpu_dry_run, Path(scratch), args.results_dir, args.all_gpu_tests
+        )
         records = run_checks(names, ctx, isolation, registry)
     counts = {s: sum(r["status"] == s for r in records) for s in STATUSES}
     payload = {

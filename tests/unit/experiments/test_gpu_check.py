@@ -173,3 +173,13 @@ def test_isolated_check_past_its_timeout_is_killed_and_recorded_failed(tmp_path)
     record = gpu_check.run_isolated(check, ctx)  # its interpreter is still importing at 1 s
     assert record["status"] == "failed" and record["summary"] == "timed out after 1 s"
     assert set(record) == RECORD_KEYS
+
+
+def test_skip_and_only_select_checks(tmp_path) -> None:
+    calls: list[str] = []
+    out = tmp_path / "sel.json"
+    argv = ["--cpu-dry-run", "--out", str(out), "--only", "ok_check", "crash_check"]
+    code = gpu_check.main([*argv, "--skip", "crash_check"], registry=_fake_registry(calls))
+    assert code == 0 and calls == ["ok"]
+    assert [r["name"] for r in json.loads(out.read_text())["checks"]] == ["ok_check"]
+    assert gpu_check.main([*argv, "--skip", "typo"], registry=_fake_registry(calls)) == 2
