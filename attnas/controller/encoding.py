@@ -20,6 +20,13 @@ each ``conn_k`` into one bit per earlier node (bit i = "op k reads node i").
 ``match_matrix`` gives, for either encoding, a 0/1 matrix H with one column per (factor, value)
 such that the number of matching factors of two cells is ``H_x · H_z``; the GP's fast path uses
 it to evaluate the categorical kernel for all candidates with one matrix product.
+
+``coordinate_factors`` and ``grid_split`` describe the space as the grid it is: every factor is
+a function of one coordinate of the cell vector, and ``all_vectors`` is the full mixed-radix
+product of the coordinates. A kernel that is a product over factors (the categorical one) is
+then a product over coordinates, so its values at every cell of the space are the outer
+product of two small tables, one over the leading coordinates and one over the rest (the GP
+uses that to score the whole space without forming its cross-covariance cell by cell).
 """
 
 from __future__ import annotations
@@ -136,6 +143,31 @@ class CellEncoder:
         codes = self.factor_codes(vectors)  # (N, F)
         blocks = [np.eye(s, dtype=np.float64)[codes[:, i]] for i, s in enumerate(self.factor_sizes)]
         return torch.from_numpy(np.concatenate(blocks, axis=1))
+
+    def coordinate_factors(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """For each coordinate d of the cell vector: the codes of its factors, and which.
+
+        Returns:
+            one ``(codes, factors)`` pair per coordinate: ``codes`` (cardinality_d, f_d) int64,
+            the factor codes of each value of coordinate d, and ``factors`` (f_d,) int64, their
+            columns in ``factor_codes``.
+        """
+        out, start = [], 0
+        tables = [self._op_codes] * self.space.num_ops
+        tables += [self._conn_bits[k] for k in range(2, self.space.num_ops + 1)]
+        for codes in tables:
+            width = codes.shape[1]
+            out.append((codes, np.arange(start, start + width, dtype=np.int64)))
+            start += width
+        return out
+
+    def grid_split(self) -> int:
+        """The number s of leading coordinates whose grid is closest in size to the square root
+        of the space's size: ``all_vectors`` index = i_lead * prod(cards[s:]) + i_rest."""
+        cards = self.cardinalities
+        target = 0.5 * float(np.log(np.prod(cards, dtype=np.float64)))
+        sizes = [float(np.log(np.prod(cards[:s], dtype=np.float64))) for s in range(len(cards) + 1)]
+        return int(np.argmin([abs(size - target) for size in sizes]))
 
     # ------------------------------------------------------------------ the whole space
     def all_vectors(self) -> np.ndarray:

@@ -24,17 +24,37 @@ search: 997 expected) and the unique optimum of 290,304 cells in 49-70. The cate
 needed fewer (means 22 and 51.5 against 31.5 and 64 for one-hot Matern) and fits faster
 (14 inputs instead of 32), hence the default.
 
-Hyper-parameters are refitted from the same initial values whenever the data change, with
-``fit_maxiter`` L-BFGS steps (the fit dominates ``suggest`` latency).
+Refit schedule (``refit_growth``, default 0.1). The hyper-parameters (lengthscales,
+outputscale, noise, constant mean) are fitted, from the same initial values each time, with
+``fit_maxiter`` L-BFGS steps, on the first a finished trials, where a is the largest point
+<= n (n finished trials) of the schedule a_0 = 1, a_{i+1} = max(a_i + 1, floor(a_i · 1.1)):
+every trial up to 20, then roughly every 10 % more trials (at 50, 55, 60, ..., 343, 377, ...).
+Between refits the GP is still conditioned on every finished trial, with the outcomes
+standardised afresh (``_condition``); only the hyper-parameters wait. The fit dominated
+``suggest`` (84 % of it at 50 observations of the K=3 space, 54 % at 400) while the data a
+refit adds move the maximum-likelihood hyper-parameters little; with ``refit_growth=0`` every
+new finished trial triggers a refit (the behaviour before the schedule).
 
 Acquisition (the fast path; DESIGN.md measured BoTorch's per-point posterior at 8-38 s for the
 K=3 space). Only marginal means and variances are needed, so for all candidates at once, in
 chunks: the cross-covariance K_cA (one matrix product of 0/1 "match" matrices for the
 categorical kernel, squared distances for Matern), then mean = c + K_cT α and
 var = s - ||L_A^{-1} K_Ac||² with the Cholesky factor L_A of the conditioning set computed once.
-The candidate set is the whole space when it has at most ``exhaustive_limit`` cells (its encoded
-matrix is built once and cached), else a random pool of ``pool_size`` cells refined by local
-search (all one-coordinate mutations of the current top-UCB cells, repeated while they improve).
+The candidate set is the whole space when it has at most ``exhaustive_limit`` cells, else a
+random pool of ``pool_size`` cells refined by local search (all one-coordinate mutations of the
+current top-UCB cells, repeated while they improve).
+
+Scoring the whole space (exact, only cheaper). The categorical kernel is a product over
+factors, hence over the coordinates of the cell vector, and the space is their full grid; so
+K(space, C) is, per conditioning cell, the outer product of a table over the leading
+coordinates and one over the rest (``CellEncoder.grid_split``: 576 × 504 for K=3), and
+K(space, C) @ v is one small matrix product per column of v, with no kernel evaluated cell by
+cell (``_space_times``). The posterior mean costs that once. The variances of the whole space
+are cached with the conditioning cells they were computed for; while the hyper-parameters stay
+(the refit schedule), the next call conditions only on the cells added since (new trials, new
+pending cells): an exact rank-p downdate, O(size · n) per added cell instead of the full
+O(size · n²) pass (``_space_var``, ``_downdate``), which runs only after a refit or when a
+pending cell was released.
 
 Batches and pending trials (GP-BUCB, Desautels et al. 2014). Pending cells and the cells already
 chosen for the batch are conditioned on with a hallucinated observation equal to their posterior
@@ -58,8 +78,11 @@ which is logged as a warning and readable by the caller as ``fit_report.prior_hy
 
 Determinism and resume: training data are sorted by cell vector before fitting, hyper-parameters
 are fitted from the same initial values each time (no warm start) with restarts drawn from a
-generator seeded by (seed, number of training points), so the model is a function of the data
-and the seed: a searcher restored from the trial store proposes what the original would have.
+generator seeded by (seed, number of training points), on the first a finished trials (the
+schedule above), so the model is a function of the finished trials in the order they finished
+and the seed, not of when ``suggest`` was called. ``restore`` replays finished trials in the
+order of their ``finished_at`` (the trial store records it), so a searcher restored from the
+store proposes what the original would have.
 """
 
 from __future__ import annotations
@@ -67,6 +90,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,6 +175,9 @@ class GPBandit(SearcherBase):
             the likelihood is multimodal; beyond, a restart would double the fit time).
         restart_max_points: see ``fit_restarts``.
         fit_maxiter: L-BFGS iterations per fit (the fit dominates ``suggest`` latency).
+        refit_growth: hyper-parameters are refitted when the number of finished trials has
+            grown by this fraction since the schedule's previous refit point (see the module
+            docstring); 0 refits at every new finished trial.
         chunk_size: candidates per batched posterior evaluation.
         shortlist: cells kept for the greedy batch (GP-BUCB) updates.
 
@@ -175,6 +202,7 @@ class GPBandit(SearcherBase):
         fit_restarts: int = 1,
         restart_max_points: int = 100,
         fit_maxiter: int = 100,
+        refit_growth: float = 0.1,
         chunk_size: int = 8192,
         shortlist: int = 1024,
     ) -> None:
@@ -185,6 +213,8 @@ class GPBandit(SearcherBase):
             )
         if n_init < 1:
             raise ValueError(f"n_init must be >= 1, got {n_init}")
+        if not (math.isfinite(refit_growth) and refit_growth >= 0.0):
+            raise ValueError(f"refit_growth must be a finite number >= 0, got {refit_growth}")
         self.encoder = CellEncoder(space, kernel)
         self.kernel = kernel
         self.beta = BetaSchedule(space.size(), delta=delta, scale=beta_scale, fixed=beta)
@@ -196,25 +226,70 @@ class GPBandit(SearcherBase):
         self.fit_restarts = int(fit_restarts)
         self.restart_max_points = int(restart_max_points)
         self.fit_maxiter = int(fit_maxiter)
+        self.refit_growth = float(refit_growth)
         self.chunk_size = int(chunk_size)
         self.shortlist = int(shortlist)
-        self._fit_key: tuple | None = None
+        self._fit_key: tuple | None = None  # data of the last hyper-parameter fit
+        self._fit_model: Any = None  # the model of that fit (its hyper-parameters)
+        self._fit_version = 0  # counts hyper-parameter fits (keys the variance cache)
+        self._data_key: tuple | None = None
         self._gp: _FittedGP | None = None
-        self._mean_cache: tuple[tuple, torch.Tensor] | None = None
+        self._var_cache: tuple[int, np.ndarray, torch.Tensor] | None = None
         self.fit_report: GPFitReport | None = None
 
+    # ------------------------------------------------------------------ resume
+    def restore(self, records: Iterable[Any], metric: str = "top1") -> None:
+        """``SearcherBase.restore``, with finished trials replayed in the order they finished.
+
+        The hyper-parameters are fitted on the first finished trials (the refit schedule, see
+        the module docstring), so the order matters: when every finished record has a
+        ``finished_at`` (the trial store's records do), finished trials are observed in that
+        order (ties in the order given), otherwise in the order given.
+        """
+        records = list(records)
+        stamps = [_finished_at(r) for r in records]
+        finished = [s for r, s in zip(records, stamps) if _record_state(r) in _FINISHED]
+        if finished and all(s is not None for s in finished):
+            order = sorted(
+                range(len(records)),
+                key=lambda i: (stamps[i] is None, stamps[i] if stamps[i] is not None else 0.0, i),
+            )
+            records = [records[i] for i in order]
+        super().restore(records, metric)
+
     # ------------------------------------------------------------------ training data and fit
-    def training_data(self) -> tuple[np.ndarray, np.ndarray]:
+    def refit_point(self, n: int) -> int:
+        """The number of finished trials the hyper-parameters are fitted on, with n finished.
+
+        The schedule's points are a_0 = 1, a_{i+1} = max(a_i + 1, floor(a_i (1 + refit_growth)))
+        (every count while the data are few, then about every ``refit_growth`` · n trials);
+        this returns the largest point <= n (n itself when ``refit_growth`` is 0).
+        """
+        if self.refit_growth <= 0.0 or n <= 1:
+            return n
+        point = 1
+        while True:
+            following = max(point + 1, math.floor(point * (1.0 + self.refit_growth)))
+            if following > n:
+                return point
+            point = following
+
+    def training_data(self, first: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Vectors and objective values the GP is fitted on (failure rule applied, sorted).
+
+        Args:
+            first: only the first ``first`` finished trials (in observation order); all when
+                None.
 
         Shape:
             (n, D) int64 vectors, (n,) float64 values.
         """
-        done = [o for o in self._observed.values() if not o.outcome.failed]
+        observed = list(self._observed.values())[:first]
+        done = [o for o in observed if not o.outcome.failed]
         rows: list[tuple[tuple[int, ...], float]] = [(o.vector, o.outcome.value) for o in done]
         if self.failure_rule == "impute_min" and done:
             low = min(v for _, v in rows)
-            rows += [(o.vector, low) for o in self._observed.values() if o.outcome.failed]
+            rows += [(o.vector, low) for o in observed if o.outcome.failed]
         rows.sort()
         vectors = np.array([r[0] for r in rows], dtype=np.int64).reshape(
             -1, len(self.encoder.cardinalities)
@@ -223,12 +298,33 @@ class GPBandit(SearcherBase):
         return vectors, values
 
     def _fitted(self) -> _FittedGP:
+        """The GP on all training data, with the hyper-parameters of the schedule's last fit."""
         vectors, values = self.training_data()
-        key = (vectors.tobytes(), values.tobytes())
-        if self._gp is None or key != self._fit_key:
-            self._gp = self._fit(vectors, values)
-            self._fit_key = key
+        fit_vectors, fit_values = self.training_data(self.refit_point(len(self._observed)))
+        if len(fit_values) == 0:  # no completed trial among the first ones: fit on all
+            fit_vectors, fit_values = vectors, values
+        fit_key = (fit_vectors.tobytes(), fit_values.tobytes())
+        if self._fit_model is None or fit_key != self._fit_key:
+            self._fit_model = self._fit(fit_vectors, fit_values)
+            self._fit_key = fit_key
+            self._fit_version += 1
+            self._gp = None
+        data_key = (vectors.tobytes(), values.tobytes())
+        if self._gp is None or data_key != self._data_key:
+            self._gp = self._summarise(self._condition(self._fit_model, vectors, values), vectors)
+            self._data_key = data_key
         return self._gp
+
+    def _condition(self, fitted: Any, vectors: np.ndarray, values: np.ndarray) -> Any:
+        """A model of the same kind on ``vectors``/``values`` with ``fitted``'s hyper-parameters
+        (its outcomes standardised afresh, as ``Standardize`` does for any new model)."""
+        x = self.encoder.features(vectors)  # (n, F)
+        y = torch.as_tensor(values, dtype=_DTYPE).unsqueeze(-1)  # (n, 1)
+        model = self._new_model(x, y)
+        for name in ("covar_module", "likelihood", "mean_module"):
+            getattr(model, name).load_state_dict(getattr(fitted, name).state_dict())
+        model.eval()
+        return model
 
     def _new_model(self, x: torch.Tensor, y: torch.Tensor) -> Any:
         if self.kernel == "categorical":
@@ -237,7 +333,7 @@ class GPBandit(SearcherBase):
             covar = get_covar_module_with_dim_scaled_prior(x.shape[-1], use_rbf_kernel=False)
         return SingleTaskGP(x, y, covar_module=covar, outcome_transform=Standardize(m=1))
 
-    def _fit(self, vectors: np.ndarray, values: np.ndarray) -> _FittedGP:
+    def _fit(self, vectors: np.ndarray, values: np.ndarray) -> Any:
         x = self.encoder.features(vectors)  # (n, F)
         y = torch.as_tensor(values, dtype=_DTYPE).unsqueeze(-1)  # (n, 1)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + len(values))
@@ -280,7 +376,7 @@ class GPBandit(SearcherBase):
                 "; ".join(sorted(set(texts))),
             )  # fmt: skip
         self.fit_report = GPFitReport(len(values), 1 + restarts, tuple(failures), texts, prior)
-        return self._summarise(best, vectors)
+        return best
 
     def _fit_attempt(self, model: Any, mll: Any) -> float | ModelFittingError:
         """Fit ``model`` in place; its marginal log likelihood, or the fitting error."""
@@ -392,30 +488,30 @@ class GPBandit(SearcherBase):
             return self._random_cells(n, excluded, self._rng("init"))
         gp = self._fitted()
         t0 = len(self._observed) + len(self._pending) + 1
+        width = len(self.encoder.cardinalities)
         pending = np.array(
             sorted(self.space.encode(c) for c in self._pending.values()), dtype=np.int64
-        ).reshape(-1, len(self.encoder.cardinalities))
+        ).reshape(-1, width)
+        train_vectors, _ = self.training_data()
         # conditioning set: training cells (all of them, incl. imputed failures) + pending cells
-        cond = torch.cat([gp.train_kmat, self._kmat(pending)])  # (n_c, M)
+        cond_vectors = np.concatenate([train_vectors, pending])  # (n_c, D)
         if self.exhaustive:
             vectors = self.encoder.all_vectors()
-            cand = self.encoder.all_matrix("match" if self.kernel == "categorical" else "features")
             avail = torch.ones(len(vectors), dtype=torch.bool)
             seen = [o.vector for o in self._observed.values()] + [
                 tuple(v) for v in pending.tolist()
             ]
             if seen:
                 avail[torch.from_numpy(self.encoder.index_of(np.array(seen)))] = False
-            cached = self._mean_cache is not None and self._mean_cache[0] == self._fit_key
-            mean, var = self._marginals(gp, cand, cond, with_mean=not cached)
-            if cached:
-                mean = self._mean_cache[1]  # type: ignore[index]
-            else:  # the posterior mean of the whole space only changes when the model does
-                self._mean_cache = (self._fit_key, mean)  # type: ignore[assignment]
-            assert mean is not None
+            mean = gp.constant + self._space_times(gp, train_vectors, gp.alpha.unsqueeze(-1))[0]
+            var = self._space_var(gp, cond_vectors)
+            cand = None
         else:
+            cond = self._kmat(cond_vectors)
             vectors, cand, avail, mean, var = self._pool(gp, cond, t0)
-        return self._select_batch(gp, n, t0, vectors, cand, avail, mean, var, cond, excluded)
+        return self._select_batch(
+            gp, n, t0, vectors, cand, avail, mean, var, cond_vectors, excluded
+        )
 
     def _select_batch(
         self,
@@ -423,17 +519,27 @@ class GPBandit(SearcherBase):
         n: int,
         t0: int,
         vectors: np.ndarray,
-        cand: torch.Tensor,
+        cand: torch.Tensor | None,
         avail: torch.Tensor,
         mean: torch.Tensor,
         var: torch.Tensor,
-        cond: torch.Tensor,
+        cond_vectors: np.ndarray,
         excluded: set[str],
     ) -> list[CellSpec]:
-        """Greedy GP-BUCB batch over candidate rows ``cand`` (see the module docstring)."""
+        """Greedy GP-BUCB batch over candidate rows (see the module docstring).
+
+        ``cand`` holds the candidates' ``_kmat`` rows, or is None for the whole space (rows
+        are then made from ``vectors`` when needed, and variances updated by ``_space_var``).
+        """
         taken = set(excluded)
         chosen: list[int] = []
         out: list[CellSpec] = []
+
+        def rows(idx: torch.Tensor) -> torch.Tensor:
+            if cand is not None:
+                return cand[idx]
+            return self._kmat(vectors[idx.numpy()])
+
         while len(out) < n and bool(avail.any()):
             root = math.sqrt(self.beta(t0 + len(out)))
             ucb0 = torch.where(avail, mean + root * var.sqrt(), -math.inf)  # (N,)
@@ -441,15 +547,14 @@ class GPBandit(SearcherBase):
             short = torch.topk(ucb0, m).indices  # (m,)
             outside = avail.clone()
             outside[short] = False
-            k_sc = self._cross(gp, cand[short], cond)  # (m, n_c)
-            chol = _cholesky(self._cross(gp, cond, cond), gp.noise)
-            w = torch.linalg.solve_triangular(chol, k_sc.T, upper=False)  # (n_c, m)
-            sigma = self._cross(gp, cand[short], cand[short]) - w.T @ w  # (m, m)
+            sigma: torch.Tensor | None = None  # joint covariance of the shortlist, when needed
+            s_var = var[short]
             s_avail = avail[short].clone()
             exact = True
             while len(out) < n and bool(s_avail.any()):
                 root = math.sqrt(self.beta(t0 + len(out)))
-                s_var = torch.diagonal(sigma).clamp_min(0.0)
+                if sigma is not None:
+                    s_var = torch.diagonal(sigma).clamp_min(0.0)
                 ucb = torch.where(s_avail, mean[short] + root * s_var.sqrt(), -math.inf)
                 b = int(torch.argmax(ucb))
                 if chosen and bool(outside.any()):
@@ -467,15 +572,140 @@ class GPBandit(SearcherBase):
                 taken.add(key)
                 chosen.append(pos)
                 out.append(cell)
+                if len(out) == n:
+                    break
+                if sigma is None:  # the first pick needs no joint covariance; later ones do
+                    cond = self._kmat(cond_vectors)
+                    short_rows = rows(short)
+                    k_sc = self._cross(gp, short_rows, cond)  # (m, n_c)
+                    chol = _cholesky(self._cross(gp, cond, cond), gp.noise)
+                    w = torch.linalg.solve_triangular(chol, k_sc.T, upper=False)  # (n_c, m)
+                    sigma = self._cross(gp, short_rows, short_rows) - w.T @ w  # (m, m)
                 col = sigma[:, b].clone()  # (m,)
                 sigma = sigma - torch.outer(col, col) / (col[b] + gp.noise)  # (m, m)
             if exact and len(out) < n and bool(avail.any()) and not bool(s_avail.any()):
                 exact = False  # shortlist used up: rescore with the chosen cells conditioned on
-            if not exact:
-                cond = torch.cat([cond, cand[chosen]]) if chosen else cond
+            if not exact and chosen:
+                picked = vectors[np.array(chosen, dtype=np.int64)]
+                if cand is None:
+                    var = self._space_var(gp, np.concatenate([cond_vectors, picked]))
+                else:
+                    cond = self._kmat(np.concatenate([cond_vectors, picked]))
+                    _, var = self._marginals(gp, cand, cond, with_mean=False)
+                cond_vectors = np.concatenate([cond_vectors, picked])
                 chosen = []
-                _, var = self._marginals(gp, cand, cond, with_mean=False)
         return out
+
+    # ------------------------------------------------------------------ the whole space
+    def _grid_tables(self, gp: _FittedGP, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Categorical kernel between every cell of the space and ``rows``, as two factors.
+
+        k(x, r) = P[i_lead(x), r] * Q[i_rest(x), r] (``CellEncoder.grid_split``; the outputscale
+        is in P): the kernel is a product over factors, hence over coordinates.
+
+        Shape:
+            rows: (r, D) vectors -> P (prod(cards[:s]), r), Q (prod(cards[s:]), r).
+        """
+        cards = self.encoder.cardinalities
+        split = self.encoder.grid_split()
+        w = 1.0 / (gp.lengthscale * len(gp.lengthscale))  # (F,) as in ``_cross``
+        codes = self.encoder.factor_codes(rows)  # (r, F)
+        logs = []
+        for value_codes, factors in self.encoder.coordinate_factors():
+            mismatch = value_codes[:, None, :] != codes[None, :, factors]  # (c_d, r, f_d)
+            logs.append(-(torch.from_numpy(mismatch).to(_DTYPE) @ w[factors]))  # (c_d, r)
+
+        def table(coords: range) -> torch.Tensor:
+            out = torch.zeros(1, len(rows), dtype=_DTYPE)
+            for d in coords:  # mixed radix, the last coordinate fastest
+                out = (out[:, None, :] + logs[d][None, :, :]).reshape(-1, len(rows))
+            return torch.exp(out)
+
+        return gp.outputscale * table(range(split)), table(range(split, len(cards)))
+
+    def _space_times(self, gp: _FittedGP, rows: np.ndarray, coef: torch.Tensor) -> torch.Tensor:
+        """K(space, rows) @ coef for every cell of the space (``all_vectors`` order).
+
+        Shape:
+            rows: (r, D), coef: (r, p) -> (p, size).
+        """
+        if self.kernel == "categorical":
+            p_tab, q_tab = self._grid_tables(gp, rows)  # (G1, r), (G2, r)
+            out = (p_tab.T.unsqueeze(0) * coef.T.unsqueeze(-1)).transpose(1, 2) @ q_tab.T
+            return out.reshape(coef.shape[1], -1)  # (p, G1 * G2)
+        feats, kmat = self.encoder.all_matrix("features"), self._kmat(rows)
+        parts = [
+            (self._cross(gp, feats[i : i + self.chunk_size], kmat) @ coef).T
+            for i in range(0, feats.shape[0], self.chunk_size)
+        ]
+        return torch.cat(parts, dim=1)
+
+    def _space_var(self, gp: _FittedGP, cond: np.ndarray) -> torch.Tensor:
+        """Posterior variance (standardised) of every cell of the space given ``cond`` cells.
+
+        Cached: when the hyper-parameters are those of the previous call and ``cond`` holds
+        the previous conditioning cells plus new ones, the previous variances are updated for
+        the new cells only (a rank-p downdate, O(size · n) instead of O(size · n²)).
+
+        Shape:
+            cond: (n_c, D) vectors -> (size,).
+        """
+        cached = self._var_cache
+        if cached is not None and cached[0] == self._fit_version:
+            before = {tuple(v) for v in cached[1].tolist()}
+            now = [tuple(v) for v in cond.tolist()]
+            if before <= set(now):
+                added = np.array([v for v in now if v not in before], dtype=np.int64)
+                added = added.reshape(-1, cond.shape[1])
+                var = cached[2]
+                if len(added):
+                    var = self._downdate(gp, cached[1], added, var)
+                self._var_cache = (self._fit_version, np.concatenate([cached[1], added]), var)
+                return var
+        var = self._full_space_var(gp, cond)
+        self._var_cache = (self._fit_version, cond.copy(), var)
+        return var
+
+    def _full_space_var(self, gp: _FittedGP, cond: np.ndarray) -> torch.Tensor:
+        """``_space_var`` from scratch: s - ||L^{-1} k_C(x)||² for every cell, in chunks."""
+        kmat = self._kmat(cond)
+        if self.kernel != "categorical":
+            feats = self.encoder.all_matrix("features")
+            return self._marginals(gp, feats, kmat, with_mean=False)[1]
+        chol = _cholesky(self._cross(gp, kmat, kmat), gp.noise)  # (n_c, n_c)
+        eye = torch.eye(len(cond), dtype=_DTYPE)
+        linv_t = torch.linalg.solve_triangular(chol, eye, upper=False).T  # (n_c, n_c)
+        p_tab, q_tab = self._grid_tables(gp, cond)  # (G1, n_c), (G2, n_c)
+        step = max(1, self.chunk_size // q_tab.shape[0])
+        parts = []
+        for i in range(0, p_tab.shape[0], step):
+            k_ca = (p_tab[i : i + step, None, :] * q_tab[None, :, :]).reshape(-1, len(cond))
+            w = k_ca @ linv_t  # (c, n_c)
+            parts.append((gp.outputscale - (w * w).sum(1)).clamp_min(0.0))
+        return torch.cat(parts)
+
+    def _downdate(
+        self, gp: _FittedGP, cond: np.ndarray, added: np.ndarray, var: torch.Tensor
+    ) -> torch.Tensor:
+        """Variances given ``cond`` -> given ``cond`` + ``added`` (exact rank-p update).
+
+        var'(x) = var(x) - u(x)ᵀ S⁻¹ u(x), u(x) = k(x, Z) - k(x, C) K_C⁻¹ k(C, Z) and
+        S = k(Z, Z) - k(Z, C) K_C⁻¹ k(C, Z) + σ²I, K_C = k(C, C) + σ²I.
+        """
+        k_c, k_z = self._kmat(cond), self._kmat(added)
+        p = len(added)
+        if len(cond):
+            chol = _cholesky(self._cross(gp, k_c, k_c), gp.noise)  # (n_c, n_c)
+            solve = torch.cholesky_solve(self._cross(gp, k_c, k_z), chol)  # (n_c, p)
+            schur = self._cross(gp, k_z, k_z) - self._cross(gp, k_z, k_c) @ solve  # (p, p)
+            coef = torch.cat([-solve, torch.eye(p, dtype=_DTYPE)])  # (n_c + p, p)
+            u = self._space_times(gp, np.concatenate([cond, added]), coef)  # (p, size)
+        else:
+            schur = self._cross(gp, k_z, k_z)
+            u = self._space_times(gp, added, torch.eye(p, dtype=_DTYPE))
+        chol_s = _cholesky(0.5 * (schur + schur.T), gp.noise)  # (p, p)
+        w = torch.linalg.solve_triangular(chol_s, u, upper=False)  # (p, size)
+        return (var - (w * w).sum(0)).clamp_min(0.0)
 
     def _pool(
         self, gp: _FittedGP, cond: torch.Tensor, t0: int
@@ -527,6 +757,22 @@ class GPBandit(SearcherBase):
                 break
         avail = torch.ones(len(vectors), dtype=torch.bool)
         return vectors, cand, avail, mean, var
+
+
+_FINISHED = ("completed", "failed")
+
+
+def _record_field(record: Any, name: str) -> Any:
+    return record.get(name) if isinstance(record, dict) else getattr(record, name, None)
+
+
+def _record_state(record: Any) -> Any:
+    return _record_field(record, "state")
+
+
+def _finished_at(record: Any) -> float | None:
+    stamp = _record_field(record, "finished_at")
+    return None if stamp is None else float(stamp)
 
 
 def _base_kernel(covar: Any) -> Any:

@@ -297,3 +297,64 @@ def test_failed_fits_are_logged_and_prior_hyperparameters_reported(
     gp.suggest(1)
     assert gp.fit_report.num_points == 9 and gp.fit_report.failures == ()
     assert not gp.fit_report.prior_hyperparameters
+
+
+def test_whole_space_scoring_and_its_downdates_equal_the_direct_posterior(space) -> None:
+    """The grid path (outer-product tables, cached variances updated for added cells) gives
+    the same means and variances as the direct chunked pass over every cell."""
+    f = synthetic_objective(space)
+    gp = GPBandit(space, seed=0, fit_restarts=0, fit_maxiter=30)
+    _fill(gp, space, f, 30)
+    fitted = gp._fitted()
+    train, _ = gp.training_data()
+    rng = np.random.default_rng(0)
+    vectors = gp.encoder.all_vectors()
+    extra = vectors[rng.choice(len(vectors), 4, replace=False)]
+    cand = gp.encoder.match_matrix(vectors)
+    for cond in (train, np.concatenate([train, extra[:1]]), np.concatenate([train, extra])):
+        ref_mean, ref_var = gp._marginals(fitted, cand, gp._kmat(cond))
+        var = gp._space_var(fitted, cond)  # first from scratch, then two downdates
+        torch.testing.assert_close(var, ref_var, rtol=0, atol=1e-10)
+    mean = fitted.constant + gp._space_times(fitted, train, fitted.alpha.unsqueeze(-1))[0]
+    torch.testing.assert_close(mean, ref_mean, rtol=0, atol=1e-10)
+    assert gp._var_cache is not None and len(gp._var_cache[1]) == len(train) + 4
+
+
+def test_refit_schedule_fits_the_first_finished_trials(space) -> None:
+    gp = GPBandit(space, seed=0, fit_restarts=0, fit_maxiter=30)
+    assert [gp.refit_point(n) for n in (1, 5, 20, 21, 22, 23, 50, 54, 55, 400)] == [
+        1, 5, 20, 20, 22, 22, 50, 50, 55, 377,
+    ]  # fmt: skip
+    assert GPBandit(space, refit_growth=0.0).refit_point(54) == 54
+    f = synthetic_objective(space)
+    _fill(gp, space, f, 23)
+    fitted = gp._fitted()
+    assert gp.fit_report.num_points == 22 and fitted.train_kmat.shape[0] == 23
+    # the hyper-parameters are those of a searcher that saw only the first 22 trials
+    first = GPBandit(space, seed=0, fit_restarts=0, fit_maxiter=30)
+    for obs in gp.observations[:22]:
+        first.observe(obs.cell, obs.outcome)
+    torch.testing.assert_close(fitted.lengthscale, first._fitted().lengthscale)
+    assert fitted.noise == first._fitted().noise
+
+
+def test_restore_replays_finished_trials_in_finish_order(space) -> None:
+    """Between refits the hyper-parameters depend on which trials finished first; records
+    carrying ``finished_at`` in any order restore the same state."""
+    f = synthetic_objective(space)
+    kwargs = dict(seed=4, fit_restarts=0, fit_maxiter=30)
+    gp = GPBandit(space, **kwargs)
+    _fill(gp, space, f, 23, seed=7)
+    records = [
+        {"cell": o.cell.to_dict(), "state": "completed", "value": o.outcome.value,
+         "finished_at": 1000.0 + i}
+        for i, o in enumerate(gp.observations)
+    ]  # fmt: skip
+    running = gp.suggest(2)
+    records += [{"cell": c.to_dict(), "state": "running", "finished_at": None} for c in running]
+    restored = GPBandit(space, **kwargs)
+    restored.restore(reversed(records))
+    assert [o.cell.hash() for o in restored.observations] == [
+        o.cell.hash() for o in gp.observations
+    ]
+    assert [c.hash() for c in restored.suggest(3)] == [c.hash() for c in gp.suggest(3)]
