@@ -4,12 +4,13 @@
 exactly as a table trial trains a cell (same pre-trained frozen prefix, readout, branch opening,
 budget and data), with the connection weights stepped by the search's ``ArchitectureStep`` hook
 (joint mode: both minimise the training loss), then derives the cell with the top-α / top-β
-rule. The derived cell is then placed on the table: its row when the table holds it, otherwise
-its mean over the table's seeds under the same protocol (``run_proxy_trial``) placed among the
-cell means with ``Benchmark.percentile_of`` (``place_on_table``). ``protocol_weights`` finds the
-protocol's pre-trained backbone (the table's own file when it ships one) and
-``retrain_under_protocol`` trains a cell or a baseline once per seed, as ``make demo`` does
-(``attnas.cli.search_proxy``).
+rule (``config.sink_bn_init``, when set, replaces the protocol's ``branch_init`` for the
+supergraphs). The derived cell is then placed on the table: its row when the table holds it,
+otherwise its mean over the table's seeds under the same protocol (``run_proxy_trial``) placed
+among the cell means with ``Benchmark.percentile_of`` (``place_on_table``).
+``protocol_weights`` finds the protocol's pre-trained backbone (the table's own file when it
+ships one) and ``retrain_under_protocol`` trains a cell or a baseline once per seed, as
+``make demo`` does (``attnas.cli.search_proxy``).
 """
 
 from __future__ import annotations
@@ -78,12 +79,16 @@ def run_proxy_search(
     if config.mode != "joint" or config.position_specific:
         raise ValueError("run_proxy_search supports the position-agnostic joint mode only")
     alpha, beta = config.alpha or space.alpha, config.beta or space.beta
-    factory = SupergraphFactory(space, position_specific=False, temperature=config.temperature)
+    factory = SupergraphFactory(
+        space, False, config.temperature, config.sink_bn_init, config.dirichlet
+    )
 
     def supergraph(name: str, shape: tuple[int, int, int, int]) -> nn.Module:
         return factory(name, shape)
 
     model = build_proxy_model(protocol, cache, supergraph, seed)
+    if config.sink_bn_init is not None:  # the search's choice, over the protocol's branch_init
+        factory.open_sinks(config.sink_bn_init)
     arch = factory.attach(model)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(telemetry_path or Path(tmp) / "telemetry.jsonl")

@@ -542,6 +542,7 @@ def write_differentiable_report(
     beta: int,
     retrain_note: str | None = None,
     extra_sections: Sequence[str] = (),
+    telemetry: Sequence[Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write ``report.md`` for a differentiable search.
 
@@ -558,6 +559,8 @@ def write_differentiable_report(
         retrain_note: what the retrained rows are (None: trained from scratch with the trainer
             budget).
         extra_sections: Markdown lines placed after the accuracy table (e.g. the benchmark).
+        telemetry: The search hook's per-epoch records for the collapse monitor (None: read
+            ``<run_dir>/telemetry.jsonl`` when it exists).
 
     Returns:
         ``path``.
@@ -626,6 +629,9 @@ def write_differentiable_report(
     ]
     lines += [*verdicts, ""] if verdicts else []
     lines += list(extra_sections)
+    if telemetry is None:
+        telemetry = read_telemetry(ctx.run_dir / "telemetry.jsonl")
+    lines += collapse_section(telemetry)
     lines += data_section({"search": search, **_flat(retrained)})
     plots = sorted(p for f in cell_files for p in [f.with_suffix(".png")] if p.is_file())
     if plots:
@@ -639,6 +645,90 @@ def write_differentiable_report(
             lines += _reuse_section(ctx, by_file)
     path.write_text("\n".join(lines))
     return path
+
+
+def read_telemetry(path: Path) -> list[dict[str, Any]]:
+    """The records of a search's ``telemetry.jsonl`` (none when the file is missing)."""
+    import json
+
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _ratio(summary: Any, kind: str) -> str:
+    ratio = summary.entropy_ratio(kind)
+    return "–" if ratio is None else f"{ratio:.3f}"
+
+
+def _sci(x: Any) -> str:
+    return "–" if x is None else f"{x:.2e}"
+
+
+def collapse_section(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """ "Did the search decide?": the collapse monitor of ``attnas.supergraph.telemetry``.
+
+    Per position: the final entropy of each softmax as a fraction of uniform mixing, the top
+    sink node's share, how long the derived cell has held, and the monitor's warnings; for a
+    position-agnostic search also the per-epoch table with the gradient telemetry.
+    """
+    from attnas.supergraph.telemetry import MIN_ENTROPY_DROP, STABLE_FRACTION, collapse_summary
+
+    summaries = collapse_summary(records)
+    if not summaries:
+        return []
+    lines = [
+        "## Did the search decide? (collapse monitor)",
+        "",
+        "Entropies are shown as a fraction of uniform mixing (1.000: the weights did not move). "
+        f"A warning fires when an entropy fell by less than {100 * MIN_ENTROPY_DROP:.0f} % of "
+        "uniform, or when the final cell did not hold over the last "
+        f"{100 * STABLE_FRACTION:.0f} % of the epochs (at least 2); see "
+        "`attnas.supergraph.telemetry`.",
+        "",
+    ]
+    for key, summary in summaries.items():
+        where = "every position" if key == "all" else key
+        n = len(summary.cells)
+        lines.append(
+            f"- **{where}**: final entropy ÷ uniform: sink {_ratio(summary, 'sink')}, "
+            f"level {_ratio(summary, 'level')}, activation {_ratio(summary, 'act')}; top sink "
+            f"node's share {summary.top_sink_share[-1]:.3f}; the derived cell held for the "
+            f"last {summary.stable_epochs} of {n} epoch(s)."
+        )
+        lines += [f"  - **Warning**: {w}." for w in summary.warnings]
+    lines.append("")
+    if len(summaries) == 1:
+        (summary,) = summaries.values()
+        lines += [
+            "| epoch | sink H ÷ uniform | level H ÷ uniform | act H ÷ uniform | top sink share "
+            "| cell changed | ‖g‖ sink | ‖g‖ network | sink gradient coherence |",
+            "| ---: | ---: | ---: | ---: | ---: | :---: | ---: | ---: | ---: |",
+        ]
+        rows = [r["positions"][summary.position] for r in records]
+        for i, (record, row) in enumerate(zip(records, rows)):
+            cols = []
+            for kind in ("sink", "level", "act"):
+                top = summary.uniform.get(kind)
+                values = summary.entropy.get(kind)
+                cols.append("–" if not top or not values else f"{values[i] / top:.3f}")
+            changed = "–" if i == 0 else ("yes" if summary.cells[i] != summary.cells[i - 1] else "")
+            coherence = row.get("grad_coherence/sink")
+            lines.append(
+                f"| {record['epoch']} | {' | '.join(cols)} | {summary.top_sink_share[i]:.3f} | "
+                f"{changed} | {_sci(row.get('grad_norm/sink'))} | "
+                f"{_sci(record.get('grad_norm/net'))} | "
+                f"{'–' if coherence is None else f'{coherence:.2f}'} |"
+            )
+        lines += [
+            "",
+            "‖g‖: mean per-step L2 norm of the gradient reaching the sink logits and all "
+            "trained network weights. Coherence: ‖Σ g‖ ÷ Σ ‖g‖ over the epoch's steps (1: every "
+            "step pushed the same way; about 1/√steps: random directions, so Adam's steps "
+            "cancel out).",
+            "",
+        ]
+    return lines
 
 
 def _ordered(results: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, Mapping[str, Any]]]:

@@ -128,8 +128,16 @@ class DifferentiableSearcherConf:
     arch_lr: float = 3e-3
     arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     arch_weight_decay: float = 1e-3
+    arch_lr_schedule: str = "constant"
+    arch_min_lr_ratio: float = 0.0
     warmup_epochs: int = 0
     temperature: float = 1.0
+    temperature_final: float | None = None
+    temperature_schedule: str = "exponential"
+    sink_bn_init: float | None = None
+    beta_decay: float = 0.0
+    dirichlet: bool = False
+    telemetry_every: int = 0
     alpha: int | None = None
     beta: int | None = None
     heldout_fraction: float = 0.5

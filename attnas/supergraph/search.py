@@ -1,21 +1,32 @@
-"""The differentiable search (AttentionNAS Sec. 4.2): train supergraphs, derive, export.
+"""The differentiable search (AttentionNAS Sec. 4.2): the search hook and the search run.
 
 ``run_differentiable_search`` inserts a supergraph at every insertion point of a backbone and
 trains the network weights and the connection weights through the one trial trainer
-(``attnas.train.run_trial``) with an ``ArchitectureStep`` hook:
+(``attnas.train.run_trial``, with the datasets of ``attnas.train.build_datasets``) with an
+``ArchitectureStep`` hook:
 
 - ``joint`` (the paper): one training loss; the network optimiser and the connection-weight
   optimiser (Adam) both step on each training batch;
 - ``bilevel`` (DARTS, first order): the training split is halved (deterministically, from the
-  seed); the network trains on one half and the connection weights step on batches of the
-  other, held-out half.
+  seed, ``attnas.train.split_dataset``); the network trains on one half and the connection
+  weights step on batches of the other, held-out half.
 
 Position-agnostic search shares one ``ArchitectureWeights`` among all supergraphs;
 position-specific search gives each insertion point its own. Either way the weights are
 registered in the model under ``architecture`` (so they move with it and live in its
 checkpoints) and kept out of the network optimiser. For ``warmup_epochs`` epochs the connection
-weights stay frozen (the network learns first, as DARTS-style searches commonly do). The
-softmax temperature is the ``ArchitectureWeights``'.
+weights stay frozen (the network learns first, as DARTS-style searches commonly do).
+
+Options against connection weights that do not move (issue 14; all off by default, since no
+benchmark evidence yet says which helps — see ``DifferentiableSearchConfig``): a cosine
+schedule of the connection weights' learning rate, their weight decay (0 turns it off), a
+softmax temperature schedule (``attnas.supergraph.weights.temperature_at``), the initial
+weight of the sink's BatchNorm during search (``sink_bn_init``: the supergraph's convention is
+0, which multiplies every gradient reaching the connection weights by a near-zero scale at
+first), β-decay regularisation (``beta_decay``, Ye et al. 2022: the mean log-sum-exp of the
+logits added to the connection weights' loss, which keeps any one logit from running away) and
+Dirichlet mixing (``dirichlet``, DrNAS: mixing weights sampled from a Dirichlet whose
+concentration the logits set, which explores and regularises at once).
 
 Under fp16 autocast the trainer's GradScaler scales the loss, so the joint step's gradients of
 the connection weights carry the scale: they are divided by ``trainer.grad_scale`` before the
@@ -23,21 +34,24 @@ Adam step, and a step whose gradients are not finite (after the DDP all-reduce, 
 agrees) is skipped and counted (``arch_skipped_steps``), as ``GradScaler.step`` skips the
 network optimiser's. The bilevel step's held-out gradients come from an unscaled loss.
 
-After every epoch the hook records the entropy of each softmax, the currently derived cell(s)
-and the top sink weights: as metrics through the tracker and as one JSON line in
-``telemetry.jsonl``. A killed search resumes from its last epoch checkpoint (network weights,
-connection weights, both optimisers, RNG) through the trainer's checkpointing.
+After every epoch the hook records, as metrics through the tracker and as one JSON line in
+``telemetry.jsonl``: the entropy of each softmax (and that of uniform mixing), the currently
+derived cell(s), the top sink weights, the logits' range, and the gradient telemetry of
+``attnas.supergraph.telemetry`` (per-step gradient norms reaching each kind of connection
+weight and the network, their coherence, the largest logit update). With ``telemetry_every``
+> 0 the gradient norms of every that-many steps also go to ``telemetry_steps.jsonl``.
+``attnas.supergraph.telemetry.collapse_summary`` turns the records into the report's collapse
+monitor. A killed search resumes from its last epoch checkpoint (network weights, connection
+weights, both optimisers, RNG) through the trainer's checkpointing.
 
-At the end the cells are derived with α/β, exported as YAML (with the weights behind each
-choice), the weights saved as JSON and drawn as PNG; optionally each derived cell set, the
-backbone alone and the backbone with non-local blocks at the same positions are retrained from
-scratch under the same budget (the comparison of the paper's Table 2).
+At the end the cells are derived with α/β and exported (``attnas.supergraph.export``);
+optionally each derived cell set, the backbone alone and the backbone with non-local blocks at
+the same positions are retrained from scratch under the same budget
+(``attnas.train.compare.retrain_comparison``, the comparison of the paper's Table 2).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import json
 import logging
 from collections.abc import Iterator, Mapping
@@ -47,19 +61,31 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader
 
 from attnas.space import CellSpec, SearchSpace
 from attnas.supergraph.derive import derive_cell
+from attnas.supergraph.export import AGNOSTIC, export_cells
 from attnas.supergraph.graph import SuperGraph
-from attnas.supergraph.plot import plot_weights
-from attnas.supergraph.weights import ArchitectureWeights
-from attnas.train import TrainerHook, TrialResult, TrialSpec, run_trial, unscale_and_check
+from attnas.supergraph.telemetry import GradientMeter, logit_stats, snapshot
+from attnas.supergraph.weights import TEMPERATURE_SCHEDULES, ArchitectureWeights, temperature_at
+from attnas.train import (
+    TrainerHook,
+    TrialResult,
+    TrialSpec,
+    WarmupCosine,
+    build_datasets,
+    heldout_loader,
+    run_trial,
+    split_dataset,
+    unscale_and_check,
+)
+from attnas.train.compare import retrain_comparison
 
 logger = logging.getLogger("attnas.supergraph")
 
 MODES = ("joint", "bilevel")
-AGNOSTIC = "all"
+ARCH_LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -69,11 +95,30 @@ class DifferentiableSearchConfig:
     Attributes:
         mode: ``"joint"`` (paper) or ``"bilevel"`` (DARTS first order).
         position_specific: One set of connection weights per insertion point.
-        arch_lr: Adam learning rate of the connection weights.
+        arch_lr: Adam learning rate of the connection weights (apart from the network's).
         arch_betas: Adam betas.
-        arch_weight_decay: Adam weight decay of the connection weights.
+        arch_weight_decay: Adam (L2) weight decay of the connection weights; 0 turns it off
+            (it pulls the logits back towards uniform mixing).
+        arch_lr_schedule: ``"constant"`` or ``"cosine"``: from ``arch_lr`` down to
+            ``arch_min_lr_ratio * arch_lr`` over the architecture steps after warm-up.
+        arch_min_lr_ratio: The cosine schedule's final factor.
         warmup_epochs: Epochs with the connection weights frozen.
-        temperature: Softmax temperature of the connection weights.
+        temperature: Softmax temperature of the connection weights (the first epoch's when a
+            schedule is set).
+        temperature_final: The last epoch's temperature (None: constant ``temperature``).
+        temperature_schedule: ``"exponential"`` (geometric, SNAS/GDAS), ``"linear"`` or
+            ``"constant"``, from ``temperature`` to ``temperature_final`` over the epochs.
+        sink_bn_init: Initial weight of each supergraph's sink BatchNorm during the search
+            (None: the supergraph's own, 0, or the proxy protocol's ``branch_init``). A small
+            non-zero value (e.g. 0.1) keeps the branch near the identity while letting the
+            connection weights get a gradient from the first step.
+        beta_decay: Weight λ of β-decay regularisation: ``λ · mean log Σ exp(w)`` over every
+            softmax row of the connection weights, added to their loss (0: off).
+        dirichlet: DrNAS-style mixing: each training forward mixes with a sample of
+            ``Dirichlet(elu(w / τ) + 1)`` instead of the softmax (``ArchitectureWeights``); the
+            weight decay then anchors the concentrations (DrNAS's L2 regulariser).
+        telemetry_every: Also write gradient telemetry every this many steps to
+            ``telemetry_steps.jsonl`` (0: per epoch only).
         alpha: Sink nodes kept by the derivation (None: the space's default).
         beta: Predecessors kept per node (None: the space's default).
         heldout_fraction: Share of the training split held out for ``bilevel``.
@@ -86,8 +131,16 @@ class DifferentiableSearchConfig:
     arch_lr: float = 3e-3
     arch_betas: tuple[float, float] = (0.5, 0.999)
     arch_weight_decay: float = 1e-3
+    arch_lr_schedule: str = "constant"
+    arch_min_lr_ratio: float = 0.0
     warmup_epochs: int = 0
     temperature: float = 1.0
+    temperature_final: float | None = None
+    temperature_schedule: str = "exponential"
+    sink_bn_init: float | None = None
+    beta_decay: float = 0.0
+    dirichlet: bool = False
+    telemetry_every: int = 0
     alpha: int | None = None
     beta: int | None = None
     heldout_fraction: float = 0.5
@@ -103,8 +156,22 @@ class DifferentiableSearchConfig:
             raise ValueError("heldout_fraction must be in (0, 1)")
         if self.temperature <= 0:
             raise ValueError("temperature must be > 0")
+        if self.temperature_final is not None and self.temperature_final <= 0:
+            raise ValueError("temperature_final must be > 0")
+        if self.temperature_schedule not in TEMPERATURE_SCHEDULES:
+            raise ValueError(f"temperature_schedule must be one of {TEMPERATURE_SCHEDULES}")
+        if self.arch_lr_schedule not in ARCH_LR_SCHEDULES:
+            raise ValueError(f"arch_lr_schedule must be one of {ARCH_LR_SCHEDULES}")
+        if self.arch_weight_decay < 0 or self.beta_decay < 0 or self.telemetry_every < 0:
+            raise ValueError("arch_weight_decay, beta_decay and telemetry_every must be >= 0")
         object.__setattr__(self, "arch_betas", tuple(self.arch_betas))
         object.__setattr__(self, "baselines", tuple(self.baselines))
+
+    def temperature_at(self, epoch: int, epochs: int) -> float:
+        """The softmax temperature of epoch ``epoch`` (0-based) of a search of ``epochs``."""
+        return temperature_at(
+            epoch, epochs, self.temperature, self.temperature_final, self.temperature_schedule
+        )
 
 
 @dataclass
@@ -127,13 +194,36 @@ class DifferentiableSearchResult:
 
 
 class SupergraphFactory:
-    """Builds a supergraph for each insertion point, sharing or not the connection weights."""
+    """Builds a supergraph for each insertion point, sharing or not the connection weights.
 
-    def __init__(self, space: SearchSpace, position_specific: bool, temperature: float = 1.0):
+    Args:
+        space: The search space.
+        position_specific: One ``ArchitectureWeights`` per insertion point.
+        temperature: Initial softmax temperature.
+        sink_bn_init: When given, the initial weight of each built supergraph's sink BatchNorm
+            (set after building it; the supergraph itself starts it at 0).
+        dirichlet: Dirichlet (DrNAS-style) mixing of the connection weights.
+
+    Attributes:
+        weights: ``{key: ArchitectureWeights}`` (key ``"all"`` when position-agnostic).
+        graphs: ``{position: SuperGraph}`` of every supergraph built.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        position_specific: bool,
+        temperature: float = 1.0,
+        sink_bn_init: float | None = None,
+        dirichlet: bool = False,
+    ):
         self.space = space
         self.position_specific = position_specific
         self.temperature = temperature
+        self.sink_bn_init = sink_bn_init
+        self.dirichlet = dirichlet
         self.weights: dict[str, ArchitectureWeights] = {}
+        self.graphs: dict[str, SuperGraph] = {}
 
     def _weights_for(self, name: str) -> ArchitectureWeights:
         key = name if self.position_specific else AGNOSTIC
@@ -144,11 +234,22 @@ class SupergraphFactory:
                 nodes,
                 [self.space.activations_for(t) for t, _ in nodes],
                 temperature=self.temperature,
+                dirichlet=self.dirichlet,
             )
         return self.weights[key]
 
     def __call__(self, name: str, shape: tuple[int, int, int, int]) -> SuperGraph:
-        return SuperGraph.from_space(self.space, shape[0], shape, self._weights_for(name))
+        graph = SuperGraph.from_space(self.space, shape[0], shape, self._weights_for(name))
+        self.graphs[name] = graph
+        if self.sink_bn_init is not None:
+            self.open_sinks(self.sink_bn_init)
+        return graph
+
+    def open_sinks(self, value: float) -> None:
+        """Set the weight of every built supergraph's sink BatchNorm to ``value``."""
+        with torch.no_grad():
+            for graph in self.graphs.values():
+                graph.out_norm.weight.fill_(value)
 
     def attach(self, model: nn.Module) -> list[nn.Parameter]:
         """Register the connection weights in ``model`` (``model.architecture``); return them."""
@@ -182,7 +283,7 @@ class ArchitectureStep(TrainerHook):
         self.alpha = alpha
         self.beta = beta
         self.heldout = heldout
-        self.telemetry_path = telemetry_path
+        self.telemetry_path = None if telemetry_path is None else Path(telemetry_path)
         self.params = [p for w in factory.weights.values() for p in w.parameters()]
         self.optimizer = torch.optim.Adam(
             self.params,
@@ -192,6 +293,10 @@ class ArchitectureStep(TrainerHook):
         )
         self.steps = 0
         self.skipped_steps = 0
+        self.meter = GradientMeter()
+        self._step_meter = GradientMeter()
+        self._epoch_start: dict[str, dict[str, torch.Tensor]] = {}
+        self._lr_factor = WarmupCosine(1, 0, config.arch_min_lr_ratio)
         self._heldout_iter: Iterator[Any] | None = None
         self._heldout_epoch = 0
         # Batches of the current held-out pass already used: with the per-pass seed below this
@@ -200,25 +305,99 @@ class ArchitectureStep(TrainerHook):
         generator = getattr(heldout, "generator", None)
         self._heldout_seed = None if generator is None else generator.initial_seed()
 
+    # ------------------------------------------------------------------ schedules
+    def on_fit_start(self, trainer: Any) -> None:
+        epochs = int(trainer.config.epochs)
+        search_steps = max(1, (epochs - self.config.warmup_epochs) * trainer.steps_per_epoch)
+        self._lr_factor = WarmupCosine(search_steps, 0, self.config.arch_min_lr_ratio)
+        self._start_epoch(trainer.epoch, epochs)
+
+    def _start_epoch(self, epoch: int, epochs: int) -> None:
+        """Set the epoch's temperature and reset its telemetry."""
+        for weights in self.factory.weights.values():
+            weights.set_temperature(self.config.temperature_at(epoch, epochs))
+        self.meter.reset()
+        self._step_meter.reset()
+        self._epoch_start = {k: snapshot(w) for k, w in self.factory.weights.items()}
+
+    def arch_lr(self) -> float:
+        """The connection weights' learning rate of the next architecture step."""
+        if self.config.arch_lr_schedule == "constant":
+            return self.config.arch_lr
+        return self.config.arch_lr * self._lr_factor(self.steps)
+
+    # ------------------------------------------------------------------ the step
     def on_train_step(self, trainer: Any, batch: Any, step: int) -> None:
-        if trainer.epoch < self.config.warmup_epochs:
-            for p in self.params:
-                p.grad = None
-            return
+        warmup = trainer.epoch < self.config.warmup_epochs
         scale = getattr(trainer, "grad_scale", 1.0)  # the training loss's GradScaler factor
-        if self.config.mode == "bilevel":
+        if self.config.mode == "bilevel" and not warmup:
             self._heldout_gradients(trainer)
             scale = 1.0
         _all_reduce_grads(self.params)
-        if not unscale_and_check(self.params, scale):
+        finite = unscale_and_check(self.params, scale)
+        if finite:
+            self._measure(trainer, step)
+        if warmup:
+            self.optimizer.zero_grad(set_to_none=True)
+            self._flush_steps(trainer, step)
+            return
+        if not finite:
             self.skipped_steps += 1
             logger.warning(
                 "step %d: non-finite connection-weight gradients, architecture step skipped", step
             )
         else:
+            if self.config.beta_decay > 0:
+                self._add_beta_decay()
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.arch_lr()
+            before = {k: snapshot(w) for k, w in self.factory.weights.items()}
             self.optimizer.step()
             self.steps += 1
+            for meter in self._meters():
+                for key, weights in self.factory.weights.items():
+                    meter.add_update(key, before[key], weights)
         self.optimizer.zero_grad(set_to_none=True)
+        self._flush_steps(trainer, step)
+
+    def _meters(self) -> list[GradientMeter]:
+        """The epoch's meter, and the per-N-steps one when ``telemetry_every`` is set."""
+        return [self.meter, self._step_meter] if self.config.telemetry_every else [self.meter]
+
+    def _measure(self, trainer: Any, step: int) -> None:
+        """Gradient norms of this step (connection weights, network, supergraphs' network)."""
+        net = [p.grad for p in getattr(trainer, "parameters", [])]
+        graphs = [p.grad for g in self.factory.graphs.values() for p in g.parameters()]
+        for meter in self._meters():
+            for key, weights in self.factory.weights.items():
+                meter.add_weights(key, weights)
+            meter.add_norm("net", net)
+            meter.add_norm("supergraph", graphs)
+            meter.step()
+
+    def _flush_steps(self, trainer: Any, step: int) -> None:
+        """Write the per-N-steps record once ``telemetry_every`` steps were measured."""
+        every = self.config.telemetry_every
+        if every and self._step_meter.steps >= every:
+            record = {
+                "step": step,
+                "epoch": trainer.epoch + 1,
+                "arch_steps": self.steps,
+                **self._step_meter.summary(),
+            }
+            self._write(record, "_steps")
+            self._step_meter.reset()
+
+    def _add_beta_decay(self) -> None:
+        """Add λ · ∂/∂w mean-log-sum-exp of every softmax row to the gradients."""
+        with torch.enable_grad():
+            loss = sum(w.logsumexp_penalty() for w in self.factory.weights.values())
+            grads = torch.autograd.grad(
+                self.config.beta_decay * loss, self.params, allow_unused=True
+            )
+        for p, g in zip(self.params, grads):
+            if g is not None:
+                p.grad = g.detach() if p.grad is None else p.grad + g.detach()
 
     def _heldout_gradients(self, trainer: Any) -> None:
         """Replace the training-loss gradients by those of a held-out batch (first order)."""
@@ -267,32 +446,62 @@ class ArchitectureStep(TrainerHook):
             next(it)
         return it
 
+    # ------------------------------------------------------------------ telemetry
     def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, Any]) -> None:
+        grads = self.meter.summary()
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "arch_steps": self.steps,
             "arch_skipped_steps": self.skipped_steps,
+            "arch_lr": self.arch_lr(),
+            "temperature": next(iter(self.factory.weights.values())).temperature,
+            "grad_norm/net": grads.get("grad_norm/net"),
+            "grad_norm/supergraph": grads.get("grad_norm/supergraph"),
             "positions": {},
         }
         metrics["arch_skipped_steps"] = self.skipped_steps
         for key, weights in self.factory.weights.items():
             ent = weights.entropies()
             cell = derive_cell(weights, self.alpha, self.beta)
-            sink = weights.sink_probs().detach().cpu()
+            sink = weights.sink_probs(sample=False).detach().cpu()
             top = sorted(range(sink.numel()), key=lambda i: -float(sink[i]))[:3]
             n = weights.num_nodes
+            per_key = {
+                name.replace(f"/{key}/", "/"): value
+                for name, value in grads.items()
+                if name.split("/")[1] == key
+            }
             record["positions"][key] = {
                 **ent,
+                **{
+                    k.replace("entropy", "entropy_max"): v
+                    for k, v in weights.max_entropies().items()
+                },
                 "cell": cell.canonical(),
                 "top_sink": {weights.node_name(i // n + 1, i % n): float(sink[i]) for i in top},
+                "top_sink_share": float(sink[top[0]]),
+                **logit_stats(weights, self._epoch_start.get(key)),
+                **per_key,
             }
             prefix = "arch" if key == AGNOSTIC else f"arch/{key}"
             metrics.update({f"{prefix}/{k}": v for k, v in ent.items()})
+            metrics.update({f"{prefix}/{k}": v for k, v in per_key.items()})
             metrics[f"{prefix}/top_sink"] = float(sink[top[0]])
-        if self.telemetry_path is not None and _is_main():
-            self.telemetry_path.parent.mkdir(parents=True, exist_ok=True)
-            with self.telemetry_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+        for name in ("grad_norm/net", "grad_norm/supergraph"):
+            if record[name] is not None:
+                metrics[f"arch/{name}"] = record[name]
+        self._write(record)
+        self._start_epoch(epoch + 1, int(trainer.config.epochs))
+
+    def _write(self, record: Mapping[str, Any], suffix: str = "") -> None:
+        if self.telemetry_path is None or not _is_main():
+            return
+        path = self.telemetry_path
+        if suffix:
+            path = path.with_name(f"{path.stem}{suffix}{path.suffix}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -329,69 +538,6 @@ def _all_reduce_grads(params: list[nn.Parameter]) -> None:
             p.grad /= world
 
 
-def _split_train(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
-    """Deterministically split a dataset into (network half, held-out half), stratified-free."""
-    n = len(train)  # type: ignore[arg-type]
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(n, generator=g).tolist()
-    n_held = max(1, round(n * fraction))
-    return Subset(train, sorted(perm[n_held:])), Subset(train, sorted(perm[:n_held]))
-
-
-def _build_datasets(spec: TrialSpec) -> tuple[Dataset, Dataset]:
-    from attnas.data.builders import build_splits
-
-    return build_splits(spec.dataset, spec.dataset_kwargs, spec.train_kwargs, spec.val_kwargs)
-
-
-def _heldout_loader(data: Dataset, spec: TrialSpec) -> DataLoader:
-    from attnas.data import collate_skip_failed
-
-    return DataLoader(
-        data,
-        batch_size=spec.train.batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(spec.seed + 1),
-        collate_fn=collate_skip_failed,
-        drop_last=len(data) >= spec.train.batch_size,  # type: ignore[arg-type]
-        num_workers=0,
-    )
-
-
-def export_cells(
-    weights: Mapping[str, ArchitectureWeights],
-    alpha: int,
-    beta: int,
-    out_dir: Path,
-    positions: list[str],
-) -> tuple[dict[str, CellSpec], list[Path]]:
-    """Derive and write the cell(s), the weights (JSON) and their plot(s) under ``out_dir``.
-
-    Position-agnostic weights give ``cell.yaml`` (used at every position); position-specific
-    weights give ``cell_<position>.yaml`` per position.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cells: dict[str, CellSpec] = {}
-    files: list[Path] = []
-    for key, w in weights.items():
-        cell = derive_cell(w, alpha, beta)
-        stem = "cell" if key == AGNOSTIC else f"cell_{key}"
-        cell = dataclasses.replace(cell, name=stem)
-        files.append(cell.save(out_dir / f"{stem}.yaml"))
-        (out_dir / f"{stem}.weights.json").write_text(json.dumps(w.to_dict()))
-        plot_weights(
-            w,
-            out_dir / f"{stem}.png",
-            cell,
-            title=f"{stem}: learned connection weights (alpha={alpha}, beta={beta})",
-        )
-        if key == AGNOSTIC:
-            cells.update({p: cell for p in positions})
-        else:
-            cells[key] = cell
-    return cells, files
-
-
 def run_differentiable_search(
     space: SearchSpace,
     spec: TrialSpec,
@@ -413,32 +559,34 @@ def run_differentiable_search(
     run_dir = Path(run_dir)
     alpha = config.alpha or space.alpha
     beta = config.beta or space.beta
-    factory = SupergraphFactory(space, config.position_specific, config.temperature)
+    factory = SupergraphFactory(
+        space, config.position_specific, config.temperature, config.sink_bn_init, config.dirichlet
+    )
     search_spec = spec.replace(
         run_dir=str(run_dir / "search"), cell="none", op_channel_ratio=space.op_channel_ratio
     )
-    train_ds, val_ds = _build_datasets(search_spec)
+    train_ds, val_ds = build_datasets(search_spec)
     num_classes = spec.num_classes or int(train_ds.num_classes)  # type: ignore[attr-defined]
     input_shape = spec.input_shape or tuple(train_ds.clip_shape)  # type: ignore[attr-defined]
     search_spec = search_spec.replace(num_classes=num_classes, input_shape=input_shape)
     heldout = None
     if config.mode == "bilevel":
-        train_ds, held_ds = _split_train(train_ds, config.heldout_fraction, spec.seed)
-        heldout = _heldout_loader(held_ds, spec)
+        train_ds, held_ds = split_dataset(train_ds, config.heldout_fraction, spec.seed)
+        heldout = heldout_loader(held_ds, spec.train.batch_size, spec.seed + 1)
     state: dict[str, Any] = {}
+    telemetry = run_dir / "telemetry.jsonl"
 
     def hooks(model: nn.Module) -> list[TrainerHook]:
         state["arch_params"] = factory.attach(model)
-        state["hook"] = ArchitectureStep(
-            factory, config, alpha, beta, heldout, run_dir / "telemetry.jsonl"
-        )
+        state["hook"] = ArchitectureStep(factory, config, alpha, beta, heldout, telemetry)
         return [state["hook"]]
 
     def exclude(model: nn.Module) -> list[nn.Parameter]:
         return state["arch_params"]
 
     if not spec.resume:
-        (run_dir / "telemetry.jsonl").unlink(missing_ok=True)
+        telemetry.unlink(missing_ok=True)
+        telemetry.with_name("telemetry_steps.jsonl").unlink(missing_ok=True)
     result = run_trial(
         search_spec,
         module_factory=factory,
@@ -478,49 +626,27 @@ def derived_cell_factory(
     cells: Mapping[str, CellSpec],
     op_channel_ratio: float,
     op_params: Mapping[str, Mapping[str, Any]] | None = None,
-):
-    """``factory(name, shape)`` that inserts the cell derived for each position.
+) -> Any:
+    """``factory(name, shape)`` that inserts the cell derived for each position (a ``CellSet``).
 
     ``op_params`` are the space's per-type op options, the ones the supergraph's nodes were
     built with (so the retrained cell has the ops that were searched).
     """
-    from attnas.cells import AttentionCell
+    from attnas.cells import CellSet
 
-    def factory(name: str, shape: tuple[int, int, int, int]) -> nn.Module:
-        c_op = max(1, round(shape[0] * op_channel_ratio))
-        return AttentionCell(cells[name], shape[0], c_op, shape, op_params=op_params)
-
-    return factory
+    params = None if op_params is None else {t: dict(p) for t, p in op_params.items()}
+    return CellSet(dict(cells), op_channel_ratio, params)
 
 
-def retrain_comparison(
-    spec: TrialSpec,
-    cells: Mapping[str, CellSpec],
-    baselines: tuple[str, ...],
-    out_dir: Path,
-    op_channel_ratio: float,
-    num_classes: int,
-    input_shape: tuple[int, ...],
-    op_params: Mapping[str, Mapping[str, Any]] | None = None,
-) -> dict[str, TrialResult]:
-    """Retrain from scratch, under ``spec``'s budget: the derived cells and each baseline.
-
-    ``op_params``: the space's per-type op options for the derived cells' ops.
-    """
-    results: dict[str, TrialResult] = {}
-    base = spec.replace(
-        resume=False,
-        num_classes=num_classes,
-        input_shape=tuple(input_shape),
-        positions=tuple(cells),
-    )
-    for name in itertools.chain(["derived"], baselines):
-        run = base.replace(
-            run_dir=str(out_dir / name), name=name, cell=name if name != "derived" else "none"
-        )
-        factory = (
-            derived_cell_factory(cells, op_channel_ratio, op_params) if name == "derived" else None
-        )
-        logger.info("retraining %s", name)
-        results[name] = run_trial(run, module_factory=factory)
-    return results
+__all__ = [
+    "AGNOSTIC",
+    "MODES",
+    "ArchitectureStep",
+    "DifferentiableSearchConfig",
+    "DifferentiableSearchResult",
+    "SupergraphFactory",
+    "derived_cell_factory",
+    "export_cells",
+    "retrain_comparison",
+    "run_differentiable_search",
+]

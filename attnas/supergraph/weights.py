@@ -11,15 +11,23 @@ All three are logits; the probabilities are ``softmax(w / temperature)``. They s
 (uniform mixing), so derivation ties at initialisation resolve by the documented order.
 Position-agnostic search shares one instance among every inserted supergraph;
 position-specific search gives each insertion point its own, at the same compute.
+
+The temperature may change during a search (``temperature_at`` gives a schedule's value per
+epoch; the search hook sets it with ``set_temperature``): a high τ early keeps the mixture
+close to uniform while the network learns, a low τ late makes the supergraph behave more like
+the derived cell (SNAS and GDAS anneal it). Derivation reads the logits, so it does not depend
+on τ; the entropies do.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class ArchitectureWeights(nn.Module):
@@ -30,6 +38,12 @@ class ArchitectureWeights(nn.Module):
         nodes: the n ``(type, dim)`` nodes of every level.
         activations: the activations of each node (same order as ``nodes``).
         temperature: softmax temperature τ (probabilities are ``softmax(w / τ)``).
+        dirichlet: DrNAS-style mixing (Chen et al. 2021): the mixing weights of each row are a
+            sample of ``Dirichlet(elu(w / τ) + 1)`` in a training forward (training mode with
+            gradients enabled; reparameterised, so the logits get gradients; a fresh sample per
+            call) and its mean otherwise (evaluation, derivation under ``no_grad``). The
+            concentration is monotone in ``w``, so derivation reads the logits as before; the
+            entropies are those of the mean.
     """
 
     def __init__(
@@ -38,6 +52,7 @@ class ArchitectureWeights(nn.Module):
         nodes: Sequence[tuple[str, str]],
         activations: Sequence[Sequence[str]],
         temperature: float = 1.0,
+        dirichlet: bool = False,
     ):
         super().__init__()
         if levels < 1:
@@ -48,6 +63,7 @@ class ArchitectureWeights(nn.Module):
         self.nodes = [tuple(n) for n in nodes]
         self.activations = [tuple(a) for a in activations]
         self.temperature = float(temperature)
+        self.dirichlet = bool(dirichlet)
         n = len(self.nodes)
         a_max = max(len(a) for a in self.activations)
         self.w_level = nn.Parameter(torch.zeros(max(self.levels - 1, 0), n, n))
@@ -62,18 +78,39 @@ class ArchitectureWeights(nn.Module):
     def num_nodes(self) -> int:
         return len(self.nodes)
 
-    def level_probs(self) -> torch.Tensor:
-        """``(m-1, n, n)``: row ``[i-2, j]`` is node j's distribution over level i-1."""
-        return torch.softmax(self.w_level / self.temperature, dim=-1)
+    def _mix(
+        self, logits: torch.Tensor, mask: torch.Tensor | None, sample: bool | None
+    ) -> torch.Tensor:
+        """Mixing weights over the last axis: softmax, or Dirichlet sample / mean."""
+        if not self.dirichlet:
+            if mask is not None:
+                logits = logits.masked_fill(~mask, float("-inf"))
+            return torch.softmax(logits / self.temperature, dim=-1)
+        concentration = (F.elu(logits / self.temperature) + 1).clamp_min(1e-6)
+        if sample is None:
+            sample = self.training and torch.is_grad_enabled()
+        if sample:
+            rate = torch.ones_like(concentration)
+            concentration = torch.distributions.Gamma(concentration, rate).rsample()
+            concentration = concentration.clamp_min(1e-12)
+        if mask is not None:
+            concentration = concentration * mask
+        return concentration / concentration.sum(dim=-1, keepdim=True)
 
-    def act_probs(self) -> torch.Tensor:
+    def level_probs(self, sample: bool | None = None) -> torch.Tensor:
+        """``(m-1, n, n)``: row ``[i-2, j]`` is node j's distribution over level i-1.
+
+        ``sample`` (Dirichlet mixing only): draw a sample (True) or take the mean (False);
+        None samples in training mode with gradients enabled."""
+        return self._mix(self.w_level, None, sample)
+
+    def act_probs(self, sample: bool | None = None) -> torch.Tensor:
         """``(m, n, A)`` activation probabilities (zero where a node lacks the activation)."""
-        logits = self.w_act.masked_fill(~self.act_mask, float("-inf"))
-        return torch.softmax(logits / self.temperature, dim=-1)
+        return self._mix(self.w_act, self.act_mask, sample)
 
-    def sink_probs(self) -> torch.Tensor:
+    def sink_probs(self, sample: bool | None = None) -> torch.Tensor:
         """``(m * n,)`` sink probabilities, level-major."""
-        return torch.softmax(self.w_sink / self.temperature, dim=-1)
+        return self._mix(self.w_sink, None, sample)
 
     def node_name(self, level: int, j: int) -> str:
         """``"L{level}.{type}/{dim}"`` with 1-based levels."""
@@ -87,10 +124,44 @@ class ArchitectureWeights(nn.Module):
             p = p.detach()
             return float(-(p * torch.log(p.clamp_min(1e-30))).sum(-1).mean())
 
-        out = {"entropy/sink": ent(self.sink_probs()), "entropy/act": ent(self.act_probs())}
+        out = {
+            "entropy/sink": ent(self.sink_probs(sample=False)),
+            "entropy/act": ent(self.act_probs(sample=False)),
+        }
         if self.levels > 1:
-            out["entropy/level"] = ent(self.level_probs())
+            out["entropy/level"] = ent(self.level_probs(sample=False))
         return out
+
+    def max_entropies(self) -> dict[str, float]:
+        """The entropies of uniform mixing (zero logits), keyed like ``entropies``: the values a
+        search that learnt nothing ends at."""
+        n = self.num_nodes
+        out = {
+            "entropy/sink": math.log(self.levels * n),
+            "entropy/act": sum(math.log(len(a)) for a in self.activations) / n,
+        }
+        if self.levels > 1:
+            out["entropy/level"] = math.log(n)
+        return out
+
+    def logsumexp_penalty(self) -> torch.Tensor:
+        """β-decay regulariser (Ye et al. 2022): the mean over every softmax row (the sink, each
+        node's predecessors, each node's activations) of ``log Σ exp(w)``. Its gradient is the
+        row's softmax, so it pulls the largest logits down most: penalising it keeps any one
+        choice from running away early (0-d tensor, differentiable in the logits)."""
+        rows = [self.w_sink[None, :]]
+        if self.levels > 1:
+            rows.append(self.w_level.reshape(-1, self.num_nodes))
+        act = self.w_act.masked_fill(~self.act_mask, float("-inf"))
+        rows.append(act.reshape(-1, act.shape[-1]))
+        values = torch.cat([torch.logsumexp(r, dim=-1) for r in rows])
+        return values.mean()
+
+    def set_temperature(self, temperature: float) -> None:
+        """Change τ (e.g. once per epoch from ``temperature_at``)."""
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (logits, node list, temperature) for JSON files and checkpoints."""
@@ -99,6 +170,7 @@ class ArchitectureWeights(nn.Module):
             "nodes": [list(n) for n in self.nodes],
             "activations": [list(a) for a in self.activations],
             "temperature": self.temperature,
+            "dirichlet": self.dirichlet,
             "w_level": self.w_level.detach().cpu().tolist(),
             "w_act": self.w_act.detach().cpu().tolist(),
             "w_sink": self.w_sink.detach().cpu().tolist(),
@@ -111,6 +183,7 @@ class ArchitectureWeights(nn.Module):
             [tuple(n) for n in data["nodes"]],
             [tuple(a) for a in data["activations"]],
             data.get("temperature", 1.0),
+            data.get("dirichlet", False),
         )
         with torch.no_grad():
             for key in ("w_level", "w_act", "w_sink"):
@@ -119,4 +192,35 @@ class ArchitectureWeights(nn.Module):
         return weights
 
     def extra_repr(self) -> str:
-        return f"levels={self.levels}, nodes={len(self.nodes)}, temperature={self.temperature}"
+        return (
+            f"levels={self.levels}, nodes={len(self.nodes)}, temperature={self.temperature}, "
+            f"dirichlet={self.dirichlet}"
+        )
+
+
+TEMPERATURE_SCHEDULES = ("constant", "linear", "exponential")
+
+
+def temperature_at(
+    epoch: int, epochs: int, start: float, end: float | None, schedule: str = "exponential"
+) -> float:
+    """The softmax temperature of search epoch ``epoch`` (0-based) of ``epochs``.
+
+    ``start`` at the first epoch, ``end`` at the last, in between linearly or geometrically
+    (``exponential``: ``start * (end / start) ** (epoch / (epochs - 1))``, the annealing of
+    SNAS/GDAS). ``end=None`` or ``schedule="constant"`` keep ``start`` throughout; epochs
+    outside ``[0, epochs - 1]`` take the nearer end's value.
+
+    Raises:
+        ValueError: For an unknown schedule or a temperature that is not > 0.
+    """
+    if schedule not in TEMPERATURE_SCHEDULES:
+        raise ValueError(f"temperature schedule must be one of {TEMPERATURE_SCHEDULES}")
+    if start <= 0 or (end is not None and end <= 0):
+        raise ValueError("temperatures must be > 0")
+    if end is None or schedule == "constant":
+        return float(start)
+    progress = min(1.0, max(0.0, epoch / max(1, epochs - 1)))
+    if schedule == "linear":
+        return float(start + (end - start) * progress)
+    return float(start * (end / start) ** progress)

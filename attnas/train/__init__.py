@@ -9,6 +9,7 @@ under torchrun.
 from __future__ import annotations
 
 from attnas.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from attnas.train.datasets import build_datasets, heldout_loader, split_dataset
 from attnas.train.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -40,12 +41,14 @@ __all__ = [
     "TrialSpec",
     "WarmupCosine",
     "all_reduce_sum",
+    "build_datasets",
     "build_model",
     "cell_factory",
     "cleanup_distributed",
     "derive_seed",
     "deterministic_mode",
     "dist_info",
+    "heldout_loader",
     "init_distributed",
     "load_checkpoint",
     "rng_state",
@@ -55,5 +58,6 @@ __all__ = [
     "seed_worker",
     "set_rng_state",
     "set_temporal_kernels_to_one",
+    "split_dataset",
     "unscale_and_check",
 ]

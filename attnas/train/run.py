@@ -44,6 +44,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from attnas.tracking import Tracker, build_tracker
+from attnas.train.datasets import build_datasets
 from attnas.train.distributed import dist_info
 from attnas.train.seeding import seed_everything
 from attnas.train.spec import TrialResult, TrialSpec
@@ -142,12 +143,6 @@ def build_model(spec: TrialSpec, num_classes: int, input_shape: tuple[int, int, 
     if factory is not None:
         insert_cells(model, spec.positions, factory)  # type: ignore[arg-type]
     return model
-
-
-def _datasets(spec: TrialSpec) -> tuple[Dataset, Dataset]:
-    from attnas.data.builders import build_splits
-
-    return build_splits(spec.dataset, spec.dataset_kwargs, spec.train_kwargs, spec.val_kwargs)
 
 
 def data_report(
@@ -269,7 +264,7 @@ def run_trial(
     num_classes: int | None = None
     try:
         seed_everything(spec.seed)
-        built = datasets if datasets is not None else _datasets(spec)
+        built = datasets if datasets is not None else build_datasets(spec)
         train_ds, val_ds = built
         num_classes = spec.num_classes or int(train_ds.num_classes)  # type: ignore[attr-defined]
         input_shape = spec.input_shape or tuple(train_ds.clip_shape)  # type: ignore[attr-defined]

@@ -23,7 +23,7 @@ from attnas.supergraph.search import (
     SupergraphFactory,
     run_differentiable_search,
 )
-from attnas.train import TrainConfig, Trainer, TrainerHook, TrialSpec
+from attnas.train import TrainConfig, Trainer, TrainerHook, TrialSpec, split_dataset
 
 SPACE = load_space("attention_nas")
 POSITIONS = ["Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f"]
@@ -104,7 +104,20 @@ def test_position_agnostic_gives_one_shared_cell(searches):
     assert 0 < pos["entropy/act"] <= torch.log(torch.tensor(4.0)).item() + 1e-6
     assert 0 < pos["entropy/level"] <= torch.log(torch.tensor(6.0)).item() + 1e-6
     assert len(pos["top_sink"]) == 3
+    assert pos["top_sink_share"] == max(pos["top_sink"].values())
+    assert pos["entropy_max/sink"] == pytest.approx(math.log(12))
+    assert pos["entropy_max/level"] == pytest.approx(math.log(6))
+    # gradient telemetry: the connection weights and the network got gradients, and the
+    # logits' range covers the largest update of the epoch (they started at zero)
+    assert record["grad_norm/net"] > 0 and record["grad_norm/supergraph"] > 0
+    for kind in ("sink", "level", "act"):
+        assert pos[f"grad_norm/{kind}"] > 0
+        assert 0 < pos[f"grad_coherence/{kind}"] <= 1 + 1e-6
+        lo, hi = pos[f"logits/{kind}"]
+        assert max(-lo, hi) == pytest.approx(pos[f"epoch_update/{kind}"])
+        assert pos[f"max_step_update/{kind}"] > 0
     hist = result.search.history[-1]
+    assert hist["arch/grad_norm/sink"] == pytest.approx(pos["grad_norm/sink"])
     assert hist["arch/entropy/sink"] == pytest.approx(pos["entropy/sink"])
 
 
@@ -151,12 +164,12 @@ def test_warmup_keeps_connection_weights_at_zero(tmp_path):
 
 def test_bilevel_steps_on_the_heldout_half(tmp_path, monkeypatch):
     seen: dict[str, object] = {}
-    real_loader, real_trial = search_mod._heldout_loader, search_mod.run_trial
+    real_loader, real_trial = search_mod.heldout_loader, search_mod.run_trial
     real_next = ArchitectureStep._next_heldout
 
-    def loader(data, spec):
+    def loader(data, batch_size, seed):
         seen["held"] = data
-        return real_loader(data, spec)
+        return real_loader(data, batch_size, seed)
 
     def trial(spec, **kwargs):
         seen["train"] = kwargs["datasets"][0]
@@ -167,7 +180,7 @@ def test_bilevel_steps_on_the_heldout_half(tmp_path, monkeypatch):
         seen.setdefault("heldout_batches", []).append(y.clone())
         return x, y
 
-    monkeypatch.setattr(search_mod, "_heldout_loader", loader)
+    monkeypatch.setattr(search_mod, "heldout_loader", loader)
     monkeypatch.setattr(search_mod, "run_trial", trial)
     monkeypatch.setattr(ArchitectureStep, "_next_heldout", next_heldout)
     config = DifferentiableSearchConfig(mode="bilevel")
@@ -190,8 +203,8 @@ def test_bilevel_steps_on_the_heldout_half(tmp_path, monkeypatch):
 
 def test_split_is_deterministic_and_disjoint():
     data = list(range(10))
-    a1, b1 = search_mod._split_train(data, 0.3, seed=5)
-    a2, b2 = search_mod._split_train(data, 0.3, seed=5)
+    a1, b1 = split_dataset(data, 0.3, seed=5)
+    a2, b2 = split_dataset(data, 0.3, seed=5)
     assert (a1.indices, b1.indices) == (a2.indices, b2.indices)
     assert len(b1) == 3 and len(a1) == 7
     assert sorted(a1.indices + b1.indices) == list(range(10))
