@@ -20,6 +20,10 @@ Design choices where the spec is silent:
   ``report.baselines=true`` the top cells are retrained with fresh seeds, next to the backbone
   alone and + non-local under the same budget, and those retrained rows form the comparison.
 - Data problems (unreadable or undecodable videos, padded short videos) are listed per split.
+- A differentiable search's report carries the collapse monitor of its ``telemetry.jsonl``
+  (``attnas.supergraph.telemetry.collapse_summary``): per-epoch entropies against uniform, the
+  top sink share, the gradient norms and coherence, how long the derived cell held, and the
+  monitor's warnings, so that a cell set by noise and tie-breaks is said to be one.
 - Every top-1 carries its uncertainty: the Wilson 95 % score interval over the validation clips
   of one evaluation (for a row of several seeds, the interval of the seed mean with the clips
   of one evaluation, since every seed is scored on the same clips), and the seed spread

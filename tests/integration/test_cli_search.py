@@ -89,6 +89,9 @@ def test_differentiable_smoke_run_directory(differentiable_run: Path) -> None:
         assert f"{results[key]['num_parameters'] / 1e6:.3f}" in row
     assert results["nonlocal"]["num_parameters"] > results["none"]["num_parameters"]
     assert str(run / "cells" / "cell.yaml") in report  # the Python snippet's real path
+    # the collapse monitor reads the run's telemetry: one epoch, so stability is unknown
+    assert "## Did the search decide? (collapse monitor)" in report
+    assert "only one epoch was recorded" in report
 
 
 @pytest.mark.parametrize("searcher", ["gpb", "random", "evolution"])
