@@ -6,7 +6,8 @@ exhaustively) observes distinct random cells with synthetic values: a seeded ran
 to fit. The first ``suggest`` builds the searcher's encoded matrix of the whole space (a
 one-time cost per searcher, recorded as ``first_call_s``), so it is a warm-up: the searcher
 observes n - 1 cells, suggests once, observes that cell, and only then is timed. Every timed
-call follows a new observation, so it includes the GP refit:
+call follows a new observation; it includes a hyper-parameter refit when its number of
+observations is a point of GPB's refit schedule (``refit_growth``; 50 is one, 200 is not):
 ``suggest(1)`` with n observations, then (after observing its cell) ``suggest(8)`` with n + 1.
 Goal on 2 cores: suggest(1) <= 2 s, suggest(8) <= 10 s (absolute seconds: the goal is one).
 """
