@@ -38,7 +38,8 @@ After every epoch the hook records, as metrics through the tracker and as one JS
 ``telemetry.jsonl``: the entropy of each softmax (and that of uniform mixing), the currently
 derived cell(s), the top sink weights, the logits' range, and the gradient telemetry of
 ``attnas.supergraph.telemetry`` (per-step gradient norms reaching each kind of connection
-weight and the network, their coherence, the largest logit update). With ``telemetry_every``
+weight and the network, their coherence, the largest logit update; during warm-up the
+gradients the frozen weights would have stepped on). With ``telemetry_every``
 > 0 the gradient norms of every that-many steps also go to ``telemetry_steps.jsonl``.
 ``attnas.supergraph.telemetry.collapse_summary`` turns the records into the report's collapse
 monitor. A killed search resumes from its last epoch checkpoint (network weights, connection
