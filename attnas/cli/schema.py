@@ -178,6 +178,7 @@ class GPBSearcherConf:
     fit_restarts: int = 1
     fit_maxiter: int = 100
     restart_max_points: int = 100
+    refit_growth: float = 0.1
     chunk_size: int = 8192
     shortlist: int = 1024
 
