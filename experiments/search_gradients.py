@@ -83,6 +83,34 @@ def print_run(run: dict[str, Any]) -> None:
         )
 
 
+def summary_table(runs: dict[str, dict[str, Any]]) -> str:
+    """One Markdown row per run: the final state and the gradients' size and coherence."""
+    from attnas.supergraph.telemetry import collapse_summary
+
+    lines = [
+        "| variant | val top-1 | sink H ÷ uniform | level | act | top sink share | sink logits "
+        "| ‖g‖ sink, epoch 1 / mean | ‖g‖ network, mean | sink coherence, mean | cell changes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |",
+    ]
+    for name, run in runs.items():
+        records = run["telemetry"]
+        summary = collapse_summary(records)["all"]
+        rows = [r["positions"]["all"] for r in records]
+        g_sink = [row["grad_norm/sink"] for row in rows]
+        coherence = [row["grad_coherence/sink"] for row in rows]
+        lo, hi = rows[-1]["logits/sink"]
+        changes = sum(a != b for a, b in zip(summary.cells, summary.cells[1:]))
+        lines.append(
+            f"| {name} | {run['val_top1']:.3f} | {summary.entropy_ratio('sink'):.4f} | "
+            f"{summary.entropy_ratio('level'):.4f} | {summary.entropy_ratio('act'):.4f} | "
+            f"{summary.top_sink_share[-1]:.3f} | [{lo:+.2f}, {hi:+.2f}] | "
+            f"{g_sink[0]:.1e} / {sum(g_sink) / len(g_sink):.1e} | "
+            f"{sum(r['grad_norm/net'] for r in records) / len(records):.2f} | "
+            f"{sum(coherence) / len(coherence):.2f} | {changes} of {len(rows) - 1} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default=",".join(VARIANTS))
@@ -99,6 +127,7 @@ def main() -> None:
         runs[f"{name}/seed{args.seed}/epochs{args.epochs}"] = run
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(runs, indent=1))
+    print(summary_table(runs))
 
 
 if __name__ == "__main__":
