@@ -23,6 +23,7 @@ from attnas.supergraph.search import (
     SupergraphFactory,
     run_differentiable_search,
 )
+from attnas.supergraph.telemetry import collapse_summary
 from attnas.train import TrainConfig, Trainer, TrainerHook, TrialSpec, split_dataset
 
 SPACE = load_space("attention_nas")
@@ -160,6 +161,11 @@ def test_warmup_keeps_connection_weights_at_zero(tmp_path):
     assert record["positions"]["all"]["entropy/sink"] == pytest.approx(
         torch.log(torch.tensor(12.0)).item(), abs=1e-5
     )
+    # ... which the collapse monitor says: every softmax undecided, one epoch only
+    warnings = collapse_summary(_telemetry(tmp_path))["all"].warnings
+    assert sum("barely moved" in w for w in warnings) == 3
+    # the frozen weights' gradients are still measured (what they would have stepped on)
+    assert record["positions"]["all"]["grad_norm/sink"] > 0
 
 
 def test_bilevel_steps_on_the_heldout_half(tmp_path, monkeypatch):
