@@ -462,6 +462,24 @@ def _agreement_rows(label: str, groups: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _summary(result: dict[str, Any]) -> list[str]:
+    """One line per BatchNorm mode: τ over all cells per seed, and how many intervals hold 0."""
+    lines = []
+    for mode in BATCHNORM_MODES:
+        taus = [s["modes"][mode]["by_top1"]["all"]["kendall_tau"] for s in result["seeds"]]
+        with_zero = sum(1 for t in taus if not t["ci95"][0] > 0)
+        spread = [s["modes"][mode]["oneshot_top1_range"] for s in result["seeds"]]
+        lines.append(
+            f"- `{mode}`: Kendall τ over all cells "
+            + ", ".join(f"{t['value']:.3f}" for t in taus)
+            + f" (seeds {[s['seed'] for s in result['seeds']]}); {with_zero} of {len(taus)} "
+            "95 % intervals reach 0 or below; one-shot top-1 spans "
+            + ", ".join(f"{100 * lo:.1f}-{100 * hi:.1f} %" for lo, hi in spread)
+            + "."
+        )
+    return lines
+
+
 def report(result: dict[str, Any]) -> str:
     """The Markdown summary of ``result``."""
     t = result["table"]
@@ -492,6 +510,10 @@ def report(result: dict[str, Any]) -> str:
         "",
         f"Reference: the table's own seed 0 against seed 1 over {ref['cells']} cells: Kendall τ "
         f"{_ci(ref['kendall_tau'])}, Spearman ρ {_ci(ref['spearman_rho'])}.",
+        "",
+        "## Summary",
+        "",
+        *_summary(result),
         "",
         "## Searches",
         "",
@@ -565,7 +587,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="score only the first N cells")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "oneshot_ranking.json")
     parser.add_argument("--train-only", action="store_true", help="train the supergraphs, stop")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite the .md from the JSON in --out"
+    )
     args = parser.parse_args(argv)
+    if args.report_only:
+        args.out.with_suffix(".md").write_text(report(json.loads(args.out.read_text())))
+        return 0
     if args.train_only:
         _, protocol, space, cache = setup(args.work)
         for seed in args.seeds:
