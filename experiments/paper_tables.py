@@ -77,6 +77,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: make ``experiments`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from attnas.cli.report import top5_informative
 from attnas.space import CellSpec, SearchSpace, load_space
 from attnas.train import TrialResult, TrialSpec, run_trial
 from experiments.tasks import (
@@ -182,6 +183,7 @@ def _row(
         "top5": mean_std([r.top5 for r in ok]),
         "per_seed_top1": [r.top1 for r in results],
         "failed": [r.error.splitlines()[0] for r in results if not r.ok and r.error],
+        "num_classes": None if first is None else first.num_classes,
         "num_parameters": None if first is None else first.num_parameters,
         "flops": None if first is None else first.flops,
         "train_wall_s": mean_std([r.wall_time_s for r in results]),
@@ -390,6 +392,7 @@ def run_task(
 # Tasks run under a tabular benchmark's proxy protocol: task -> (table, backbone -> cell split).
 PROXY_TASKS: dict[str, str] = {"distant_match": "distant_match_k2"}
 PROXY_SPLITS = {"i3d_tiny": "Conv3d_2c_3x3", "r3d_tiny": "res2_0"}
+TASK_CLASSES = {"moving_digits": 4, "weizmann4": 4, "distant_match": 2}
 PROXY_SEED0 = 100  # retraining seeds 100, 101, ...: the table's rows (and GPB's trials) use 0-4
 
 
@@ -538,6 +541,11 @@ def _search_figure(search: dict[str, Any]) -> str:
     return "-"
 
 
+def _classes(row: dict[str, Any]) -> int | None:
+    """The row's classes (rows written before ``num_classes`` was kept: from the task)."""
+    return row.get("num_classes") or TASK_CLASSES.get(row["task"])
+
+
 def _table_figure(row: dict[str, Any]) -> str:
     """Where a proxy-task row's mean falls among its table's cell means (100 = best)."""
     t = row.get("table")
@@ -557,8 +565,9 @@ def markdown(report: dict[str, Any]) -> str:
     def line(r: dict[str, Any]) -> str:
         search = r.get("search", {}).get("cpu_s")
         flops = "-" if r["flops"] is None else f"{r['flops'] / 1e6:.1f}"
+        top5 = _fmt(r["top5"]) if top5_informative(_classes(r)) else "n/a"
         return (f"| {r['task']} | {r['backbone']} | {r['method']} | {_fmt(r['top1'])} | "
-                f"{_fmt(r['top5'])} | {r['num_parameters'] or 0:,} | {flops} | "
+                f"{top5} | {r['num_parameters'] or 0:,} | {flops} | "
                 f"{'-' if search is None else f'{search:.0f}'} | "
                 f"{_search_figure(r.get('search', {}))} | {_table_figure(r)} |\n")  # fmt: skip
 
@@ -571,14 +580,20 @@ def markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
     out = [
         f"# AttentionNAS tables, CPU-sized ({report['preset']})\n\n",
-        f"Seeds per row: {s['seeds']}; final training: {s['epochs']} epochs; GPB: "
-        f"{s['gpb_budget']} proxy trials of {s['proxy_epochs']} epoch(s). Measured on "
+        f"Seeds per row: {s['seeds']}; "
+        + (
+            f"final training: {s['epochs']} epochs; GPB: {s['gpb_budget']} proxy trials of "
+            f"{s['proxy_epochs']} epoch(s)"
+            if any(t not in PROXY_TASKS for t in report.get("tasks", ["moving_digits"]))
+            else f"GPB: {s['gpb_budget']} trials"
+        )
+        + ". Top-5 is n/a with 5 or fewer classes. Measured on "
         f"{report['machine']['cpu_count']} CPU cores (torch threads "
         f"{report['machine']['torch_threads']}), total {report['total_wall_s']:.0f} s.\n\n",
         *(
             [
                 f"{', '.join(proxy)}: every row is trained under the tabular benchmark's proxy "
-                "protocol instead (its clips, epochs and frozen digit-pretrained prefix; "
+                "protocol (its clips, epochs and frozen digit-pretrained prefix; "
                 f"seeds {PROXY_SEED0}, {PROXY_SEED0 + 1}, ...), GPB's proxy trials are table "
                 "trials (seed 0), and the last column places each row's mean among the "
                 "table's cell means (100 = best). Position-specific search is left out: the "
@@ -622,10 +637,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--space", help="search space name or file")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
     parser.add_argument("--work-dir", type=Path, help="search run directories")
+    parser.add_argument(
+        "--markdown-only", action="store_true",
+        help="rewrite the preset's .md from its .json (nothing is trained)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     preset = PRESETS[args.preset or ("quick" if args.quick else "full")]
+    if args.markdown_only:
+        path = args.out / f"paper_tables_{preset.name}.json"
+        if not path.is_file():
+            parser.error(f"--markdown-only: no {path}")
+        report = json.loads(path.read_text())
+        (args.out / f"paper_tables_{preset.name}.md").write_text(markdown(report))
+        return report
     changes = {k: v for k, v in {
         "seeds": args.seeds, "epochs": args.epochs, "gpb_budget": args.gpb_budget,
         "workers": args.workers, "space": args.space,
