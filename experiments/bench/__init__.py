@@ -49,6 +49,8 @@ class BenchConfig:
         repeats: timed rounds per variant (None: the scale's default).
         seed: seed of every random input.
         data_root: video-folder root for the data benchmark (None: weizmann4, else generated).
+        compile: ``torch.compile`` the models the search-cost benchmark compares (off by
+            default: inductor takes minutes per model on a CPU; the warm-up pays for it).
     """
 
     scale: str = "quick"
@@ -56,6 +58,7 @@ class BenchConfig:
     repeats: int | None = None
     seed: int = 0
     data_root: str | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:

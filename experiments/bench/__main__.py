@@ -32,6 +32,7 @@ from experiments.bench import (
     data_throughput,
     device_name,
     gp_latency,
+    growth,
     machine_info,
     op_efficiency,
     peer_latency,
@@ -44,6 +45,7 @@ BENCHMARKS: dict[str, Callable[[BenchConfig], list[BenchResult]]] = {
     op_efficiency.NAME: op_efficiency.run,
     activation_mixing.NAME: activation_mixing.run,
     search_cost.NAME: search_cost.run,
+    growth.NAME: growth.run,
     position_specific.NAME: position_specific.run,
     gp_latency.NAME: gp_latency.run,
     peer_latency.NAME: peer_latency.run,
@@ -82,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-root", default=None, help="video folder for the data benchmark (default: weizmann4)"
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the search-cost benchmark's models (default off: minutes per model)",
+    )
     return parser
 
 
@@ -110,7 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     scale = "tiny" if args.tiny else "quick" if args.quick else "full"
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cfg = BenchConfig(
-        scale=scale, device=device, repeats=args.repeats, seed=args.seed, data_root=args.data_root
+        scale=scale,
+        device=device,
+        repeats=args.repeats,
+        seed=args.seed,
+        data_root=args.data_root,
+        compile=args.compile,
     )
     payload: dict[str, Any] = {
         "machine": machine_info(),
