@@ -260,21 +260,42 @@ def gpb_search(
     Returns:
         The best cell and a summary (trials, best proxy top-1, ``proxy_summary``, cost).
     """
-    from attnas.controller import GPBandit
-    from attnas.dispatch import TRAIN_TRIAL_FN, TrialStore, build_dispatcher, run_search
+    from attnas.dispatch import TRAIN_TRIAL_FN
 
-    searcher = GPBandit(space, seed=0, n_init=preset.gpb_n_init)
     config = proxy_spec.to_dict()
     config.pop("name", None)
+
+    def clips_and_classes(record: Any) -> dict[str, Any]:
+        found = _clips_and_classes(record.metrics)
+        return {"val_clips": found["val_clips"] or preset.val_clips,
+                "num_classes": found["num_classes"] or _num_classes(proxy_spec)}  # fmt: skip
+
+    return _run_gpb(space, preset, run_dir, TRAIN_TRIAL_FN, config, clips_and_classes)
+
+
+def _run_gpb(
+    space: SearchSpace,
+    preset: Preset,
+    run_dir: Path,
+    trial_fn: str,
+    config: dict[str, Any],
+    clips_and_classes: Any,
+) -> tuple[CellSpec, dict[str, Any]]:
+    """GPB over ``space`` through ``run_search`` and local workers running ``trial_fn``; the
+    best cell and the search summary. ``clips_and_classes(record)`` gives a finished trial's
+    ``val_clips`` and ``num_classes`` (for ``proxy_summary``)."""
+    from attnas.controller import GPBandit
+    from attnas.dispatch import TrialStore, build_dispatcher, run_search
+
+    searcher = GPBandit(space, seed=0, n_init=preset.gpb_n_init)
     with measured() as cost, TrialStore.open(run_dir) as store:
-        with build_dispatcher("local", trial_fn=TRAIN_TRIAL_FN, num_workers=preset.workers) as d:
+        with build_dispatcher("local", trial_fn=trial_fn, num_workers=preset.workers) as d:
             summary = run_search(searcher, store, d, preset.gpb_budget, trial_config=config,
                                  master_seed=0, poll_interval_s=0.2)  # fmt: skip
-        records = store.trials()
         trials = [
             {"trial_id": r.trial_id, "cell_hash": r.cell_hash, "state": r.state,
-             "top1": r.objective("top1"), **_clips_and_classes(r.metrics)}
-            for r in records
+             "top1": r.objective("top1"), **clips_and_classes(r)}
+            for r in store.trials()
         ]  # fmt: skip
     if summary.best is None:
         raise RuntimeError(f"GPB search in {run_dir} completed no trial: {trials}")
@@ -285,8 +306,8 @@ def gpb_search(
     done = [t for t in trials if t["top1"] is not None]
     proxy = proxy_summary(
         [t["top1"] for t in done],
-        val_clips=int(done[0]["val_clips"] or preset.val_clips),
-        num_classes=int(done[0]["num_classes"] or _num_classes(proxy_spec)),
+        val_clips=int(done[0]["val_clips"]),
+        num_classes=int(done[0]["num_classes"]),
     )
     if proxy["warning"]:
         log.warning("%s", proxy["warning"])
@@ -401,34 +422,11 @@ def proxy_gpb_search(
 ) -> tuple[CellSpec, dict[str, Any]]:
     """GPB over ``space`` whose trials are table trials under ``protocol`` (seed 0), run through
     ``run_search`` and local worker processes (``attnas.benchmark.build.run_table_trial``)."""
-    from attnas.controller import GPBandit
-    from attnas.dispatch import TrialStore, build_dispatcher, run_search
-
-    searcher = GPBandit(space, seed=0, n_init=preset.gpb_n_init)
     config = {"protocol": protocol.to_dict(), "seeds": [0], "cache_dir": str(cache_dir)}
-    fn = "attnas.benchmark.build:run_table_trial"
-    with measured() as cost, TrialStore.open(run_dir) as store:
-        with build_dispatcher("local", trial_fn=fn, num_workers=preset.workers) as d:
-            summary = run_search(searcher, store, d, preset.gpb_budget, trial_config=config,
-                                 master_seed=0, poll_interval_s=0.2)  # fmt: skip
-        trials = [
-            {"trial_id": r.trial_id, "cell_hash": r.cell_hash, "state": r.state,
-             "top1": r.objective("top1"), "val_clips": protocol.val_clips, "num_classes": 2}
-            for r in store.trials()
-        ]  # fmt: skip
-    if summary.best is None:
-        raise RuntimeError(f"GPB search in {run_dir} completed no trial: {trials}")
-    best = summary.best.spec()
-    proxy_top1 = summary.best.objective("top1")
-    best = CellSpec(best.ops, best.outputs, name="gpb_best",
-                    meta={"search": "gpb", "proxy_top1": proxy_top1})  # fmt: skip
-    done = [t["top1"] for t in trials if t["top1"] is not None]
-    proxy = proxy_summary(done, val_clips=protocol.val_clips, num_classes=2)
-    if proxy["warning"]:
-        log.warning("%s", proxy["warning"])
-    info = {"trials": trials, "best_proxy_top1": proxy_top1, "proxy": proxy,
-            "completed": summary.completed, "failed": summary.failed, **cost}  # fmt: skip
-    return best, info
+    return _run_gpb(
+        space, preset, run_dir, "attnas.benchmark.build:run_table_trial", config,
+        lambda record: {"val_clips": protocol.val_clips, "num_classes": 2},
+    )  # fmt: skip
 
 
 def run_proxy_task(
