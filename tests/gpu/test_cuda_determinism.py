@@ -12,6 +12,8 @@ from attnas.backbones import build_backbone
 from attnas.train import deterministic_mode
 from experiments import gpu_check
 
+DEVICE = torch.device("cuda")
+
 pytestmark = pytest.mark.gpu
 
 
@@ -20,7 +22,7 @@ def test_plain_avg_pool3d_raises_and_the_head_pool_does_not() -> None:
     with deterministic_mode(True):
         with pytest.raises(RuntimeError, match="deterministic"):
             F.avg_pool3d(x, (2, 7, 7), 1).sum().backward()
-        model = build_backbone("i3d_tiny", 4, (3, 8, 32, 32)).cuda()
+        model = build_backbone("i3d_tiny", 4, (3, 8, 32, 32)).to(DEVICE)
         clips = torch.randn(2, 3, 8, 32, 32, device="cuda")
         grads = []
         for _ in range(2):

@@ -10,6 +10,8 @@ from attnas.space import CellSpec, load_space
 from attnas.supergraph.search import SupergraphFactory
 from attnas.train import TrainConfig, Trainer
 
+DEVICE = torch.device("cuda")
+
 pytestmark = pytest.mark.gpu
 
 CELL = {
@@ -34,7 +36,7 @@ def _no_tf32():
 
 def _cell() -> AttentionCell:
     torch.manual_seed(0)
-    return AttentionCell(CellSpec.from_dict(CELL), SHAPE[0], SHAPE[0] // 4, SHAPE).cuda().eval()
+    return AttentionCell(CellSpec.from_dict(CELL), SHAPE[0], SHAPE[0] // 4, SHAPE).to(DEVICE).eval()
 
 
 def test_channels_last_cell_matches_contiguous() -> None:
@@ -93,7 +95,7 @@ def test_compiled_supergraph_matches_eager() -> None:
     factory = SupergraphFactory(space, position_specific=False)
     graph = factory("pos", SHAPE)
     factory.attach(graph)  # the connection weights move with the graph
-    graph = graph.cuda().train()
+    graph = graph.to(DEVICE).train()
     compiled = torch.compile(graph)
     x = torch.randn(2, *SHAPE, device="cuda", requires_grad=True)
     want = graph(x)
