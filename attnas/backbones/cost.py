@@ -16,7 +16,38 @@ import copy
 
 import torch
 from torch import nn
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
+
+
+def _register_cpu_flash_attention() -> None:
+    """Count PyTorch's CPU flash-attention kernels as its CUDA ones are counted.
+
+    ``FlopCounterMode`` has formulas for the CUDA fused attention ops only, so on the CPU,
+    where ``scaled_dot_product_attention`` runs ``_scaled_dot_product_flash_attention_for_cpu``,
+    the attention's two matrix products counted nothing; on the meta device the op decomposes
+    into counted ``bmm``s. Registered here so both devices give the same count.
+    """
+    aten = torch.ops.aten
+    forward = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    backward = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+    if forward is None or forward in flop_counter.flop_registry:
+        return
+
+    @flop_counter.register_flop_formula(forward, get_raw=True)
+    def _forward(query, key, value, *args, out_val=None, **kwargs) -> int:  # type: ignore[no-untyped-def]
+        return flop_counter.sdpa_flop_count(query.shape, key.shape, value.shape)
+
+    if backward is not None and backward not in flop_counter.flop_registry:
+
+        @flop_counter.register_flop_formula(backward, get_raw=True)
+        def _backward(grad_out, query, key, value, *args, out_val=None, **kwargs) -> int:  # type: ignore[no-untyped-def]
+            return flop_counter.sdpa_backward_flop_count(
+                grad_out.shape, query.shape, key.shape, value.shape
+            )
+
+
+_register_cpu_flash_attention()
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -54,6 +54,25 @@ def test_meta_and_cpu_counts_agree():
     assert model.training  # the mode is restored
 
 
+def test_fused_softmax_attention_counts_the_same_on_cpu_and_meta():
+    # on the CPU, softmax dot attention runs PyTorch's CPU flash kernel, which FlopCounterMode
+    # did not count (the two N×N products were missing); on meta it decomposes into bmm
+    from attnas.train.run import cell_factory
+
+    model = build_backbone("i3d_tiny", 2, (3, 4, 32, 32))
+    base = count_flops(model, device="cpu")
+    cell = {
+        "ops": [{"type": "dot", "dim": "spatiotemporal", "activation": "softmax", "inputs": [0]}],
+        "outputs": [1],
+    }
+    insert_cells(model, ["Conv3d_2c_3x3"], cell_factory(cell, 0.25))
+    c, t, h, w = model.insertion_points()["Conv3d_2c_3x3"]
+    n, d = t * h * w, c // 4
+    on_cpu, on_meta = count_flops(model, device="cpu"), count_flops(model, device="meta")
+    assert on_cpu == on_meta
+    assert on_cpu - base >= 4 * n * n * d  # q·kᵀ and attention·v are counted
+
+
 def test_nonlocal_block_flops_add_up():
     blocks = pytest.importorskip("attnas.blocks.nonlocal_block")
     model = build_backbone("r3d_tiny", 10)
