@@ -8,6 +8,7 @@ pending trials in flight), up to the largest of ``--budgets`` finished trials. S
 ==============  ============================================================================
 ``gpb``         attnas GPB, default (categorical Hamming) kernel
 ``gpb_onehot``  attnas GPB, one-hot Matern-5/2 alternative
+``gpb_cold``    attnas GPB with every refit cold (``warm_maxiter=0``): the warm-start ablation
 ``random``      random search
 ``evolution``   regularised evolution (P = 20, S = 5)
 ``optuna_tpe``  Optuna TPE, multivariate, constant liar (``attnas.controller.peers``)
@@ -89,6 +90,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SEARCHERS: dict[str, Callable[[SearchSpace, int], Any]] = {
     "gpb": lambda space, seed: GPBandit(space, seed=seed),
     "gpb_onehot": lambda space, seed: GPBandit(space, seed=seed, kernel="onehot"),
+    "gpb_cold": lambda space, seed: GPBandit(space, seed=seed, warm_maxiter=0),
     "random": lambda space, seed: RandomSearch(space, seed=seed),
     "evolution": lambda space, seed: RegularizedEvolution(space, seed=seed),
     "optuna_tpe": lambda space, seed: build_searcher("optuna_tpe", space, seed=seed),

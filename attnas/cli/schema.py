@@ -179,6 +179,7 @@ class GPBSearcherConf:
     fit_maxiter: int = 100
     restart_max_points: int = 100
     refit_growth: float = 0.1
+    warm_maxiter: int = 20
     chunk_size: int = 8192
     shortlist: int = 1024
 

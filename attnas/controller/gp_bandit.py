@@ -35,6 +35,19 @@ standardised afresh (``_condition``); only the hyper-parameters wait. The fit do
 refit adds move the maximum-likelihood hyper-parameters little; with ``refit_growth=0`` every
 new finished trial triggers a refit (the behaviour before the schedule).
 
+Warm starts (``warm_maxiter``, default 20). With the schedule on, the hyper-parameters are fitted
+at every point of the schedule in turn (points a >= ``n_init``; a ``suggest`` that finds several
+points passed fits each of them, oldest first), each fit starting from the previous point's
+hyper-parameters with ``warm_maxiter`` L-BFGS steps. Where the schedule is still dense (every
+count, up to 19 finished trials at 0.1) every fit is cold, as without warm starts. A point at
+least twice the last cold point is fitted cold as well (from the initial values, with the
+restarts), and the fit with the higher marginal likelihood is kept, so a chain of warm starts
+cannot drift into a poor optimum for long. Measured on the K=3 space (synthetic values, one
+thread): a warm fit of 20 steps reached the cold fit's marginal log likelihood per point to
+within 0.035 at 50 points, 0.0005 at 200 and 0.0007 at 414, in 0.33 s, 0.72 s and 1.27 s
+against 2.6 s, 2.9 s and 8.6 s cold.
+``warm_maxiter=0`` fits every refit cold (the behaviour before warm starts).
+
 Acquisition (the fast path; DESIGN.md measured BoTorch's per-point posterior at 8-38 s for the
 K=3 space). Only marginal means and variances are needed, so for all candidates at once, in
 chunks: the cross-covariance K_cA (one matrix product of 0/1 "match" matrices for the
@@ -76,13 +89,14 @@ with its cause; when every attempt fails the model keeps the priors' initial hyp
 which is logged as a warning and readable by the caller as ``fit_report.prior_hyperparameters``
 (``fit_report`` describes the last fit: attempts, failures, warnings).
 
-Determinism and resume: training data are sorted by cell vector before fitting, hyper-parameters
-are fitted from the same initial values each time (no warm start) with restarts drawn from a
-generator seeded by (seed, number of training points), on the first a finished trials (the
-schedule above), so the model is a function of the finished trials in the order they finished
-and the seed, not of when ``suggest`` was called. ``restore`` replays finished trials in the
-order of their ``finished_at`` (the trial store records it), so a searcher restored from the
-store proposes what the original would have.
+Determinism and resume: training data are sorted by cell vector before fitting, cold fits start
+from the same initial values each time with restarts drawn from a generator seeded by (seed,
+number of training points), on the first a finished trials (the schedule above), and warm fits
+walk every point of the schedule in order whenever ``suggest`` is called, so the model is a
+function of the finished trials in the order they finished and the seed, not of when
+``suggest`` was called (a restored searcher walks the same points at its first ``suggest``).
+``restore`` replays finished trials in the order of their ``finished_at`` (the trial store
+records it), so a searcher restored from the store proposes what the original would have.
 """
 
 from __future__ import annotations
@@ -178,6 +192,9 @@ class GPBandit(SearcherBase):
         refit_growth: hyper-parameters are refitted when the number of finished trials has
             grown by this fraction since the schedule's previous refit point (see the module
             docstring); 0 refits at every new finished trial.
+        warm_maxiter: L-BFGS iterations of a refit started from the previous schedule point's
+            hyper-parameters (module docstring, "Warm starts"); 0 fits every refit cold. Only
+            with ``refit_growth`` > 0.
         chunk_size: candidates per batched posterior evaluation.
         shortlist: cells kept for the greedy batch (GP-BUCB) updates.
 
@@ -203,6 +220,7 @@ class GPBandit(SearcherBase):
         restart_max_points: int = 100,
         fit_maxiter: int = 100,
         refit_growth: float = 0.1,
+        warm_maxiter: int = 20,
         chunk_size: int = 8192,
         shortlist: int = 1024,
     ) -> None:
@@ -227,11 +245,16 @@ class GPBandit(SearcherBase):
         self.restart_max_points = int(restart_max_points)
         self.fit_maxiter = int(fit_maxiter)
         self.refit_growth = float(refit_growth)
+        if warm_maxiter < 0:
+            raise ValueError(f"warm_maxiter must be >= 0, got {warm_maxiter}")
+        self.warm_maxiter = int(warm_maxiter)
         self.chunk_size = int(chunk_size)
         self.shortlist = int(shortlist)
         self._fit_key: tuple | None = None  # data of the last hyper-parameter fit
         self._fit_model: Any = None  # the model of that fit (its hyper-parameters)
         self._fit_version = 0  # counts hyper-parameter fits (keys the variance cache)
+        self._fit_point = 0  # schedule point of the last fit (warm starts)
+        self._cold_point = 0  # schedule point of the last cold fit (warm starts)
         self._data_key: tuple | None = None
         self._gp: _FittedGP | None = None
         self._var_cache: tuple[int, np.ndarray, torch.Tensor] | None = None
@@ -274,6 +297,15 @@ class GPBandit(SearcherBase):
                 return point
             point = following
 
+    def schedule_points(self, after: int, upto: int) -> list[int]:
+        """The refit schedule's points p with ``after < p <= upto`` (``refit_point``)."""
+        points, point = [], 1
+        while point <= upto:
+            if point > after:
+                points.append(point)
+            point = max(point + 1, math.floor(point * (1.0 + self.refit_growth)))
+        return points
+
     def training_data(self, first: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Vectors and objective values the GP is fitted on (failure rule applied, sorted).
 
@@ -300,20 +332,70 @@ class GPBandit(SearcherBase):
     def _fitted(self) -> _FittedGP:
         """The GP on all training data, with the hyper-parameters of the schedule's last fit."""
         vectors, values = self.training_data()
-        fit_vectors, fit_values = self.training_data(self.refit_point(len(self._observed)))
-        if len(fit_values) == 0:  # no completed trial among the first ones: fit on all
-            fit_vectors, fit_values = vectors, values
-        fit_key = (fit_vectors.tobytes(), fit_values.tobytes())
-        if self._fit_model is None or fit_key != self._fit_key:
-            self._fit_model = self._fit(fit_vectors, fit_values)
-            self._fit_key = fit_key
-            self._fit_version += 1
-            self._gp = None
+        if self.warm_maxiter > 0 and self.refit_growth > 0.0:
+            self._walk_schedule(vectors, values)
+        else:
+            fit_vectors, fit_values = self.training_data(self.refit_point(len(self._observed)))
+            if len(fit_values) == 0:  # no completed trial among the first ones: fit on all
+                fit_vectors, fit_values = vectors, values
+            fit_key = (fit_vectors.tobytes(), fit_values.tobytes())
+            if self._fit_model is None or fit_key != self._fit_key:
+                self._fit_model = self._fit(fit_vectors, fit_values)
+                self._fit_key = fit_key
+                self._fit_version += 1
+                self._gp = None
         data_key = (vectors.tobytes(), values.tobytes())
         if self._gp is None or data_key != self._data_key:
             self._gp = self._summarise(self._condition(self._fit_model, vectors, values), vectors)
             self._data_key = data_key
         return self._gp
+
+    def _walk_schedule(self, vectors: np.ndarray, values: np.ndarray) -> None:
+        """Fit at every schedule point since the last fit, each warm-started from the one
+        before (module docstring, "Warm starts")."""
+        target = self.refit_point(len(self._observed))
+        if self._fit_key is not None and self._fit_point <= target:
+            # the data of the last point must be what it was (they are, unless trials left)
+            last_v, last_y = self.training_data(self._fit_point)
+            if (last_v.tobytes(), last_y.tobytes()) != self._fit_key:
+                self._fit_model, self._fit_key, self._fit_point, self._cold_point = (
+                    None, None, 0, 0,
+                )  # fmt: skip
+        elif self._fit_point > target:  # fewer finished trials than before: start again
+            self._fit_model, self._fit_key, self._fit_point, self._cold_point = None, None, 0, 0
+        points = [p for p in self.schedule_points(self._fit_point, target) if p >= self.n_init]
+        # where the schedule is dense (every count) each fit is cold on all the data, as without
+        # warm starts, so of a run of such points only the last needs fitting
+        points = [
+            p
+            for i, p in enumerate(points)
+            if not (
+                self._dense_point(p) and i + 1 < len(points) and self._dense_point(points[i + 1])
+            )
+        ]
+        for point in points:
+            fit_vectors, fit_values = self.training_data(point)
+            if len(fit_values) == 0:  # every one of the first trials failed: nothing to fit
+                continue
+            dense = self._dense_point(point)
+            cold = dense or self._fit_model is None or point >= 2 * self._cold_point
+            start = None if dense else self._fit_model
+            self._fit_model = self._fit(fit_vectors, fit_values, start=start, cold=cold)
+            self._fit_key = (fit_vectors.tobytes(), fit_values.tobytes())
+            self._fit_point = point
+            if cold:
+                self._cold_point = point
+            self._fit_version += 1
+            self._gp = None
+        if self._fit_model is None:  # no completed trial among the scheduled ones: fit on all
+            self._fit_model = self._fit(vectors, values)
+            self._fit_key = None
+            self._fit_version += 1
+            self._gp = None
+
+    def _dense_point(self, point: int) -> bool:
+        """Whether the schedule's next point after ``point`` is ``point + 1``."""
+        return math.floor(point * (1.0 + self.refit_growth)) <= point + 1
 
     def _condition(self, fitted: Any, vectors: np.ndarray, values: np.ndarray) -> Any:
         """A model of the same kind on ``vectors``/``values`` with ``fitted``'s hyper-parameters
@@ -333,31 +415,48 @@ class GPBandit(SearcherBase):
             covar = get_covar_module_with_dim_scaled_prior(x.shape[-1], use_rbf_kernel=False)
         return SingleTaskGP(x, y, covar_module=covar, outcome_transform=Standardize(m=1))
 
-    def _fit(self, vectors: np.ndarray, values: np.ndarray) -> Any:
+    def _fit(
+        self, vectors: np.ndarray, values: np.ndarray, start: Any = None, cold: bool = True
+    ) -> Any:
+        """Fit the hyper-parameters on ``vectors``/``values``; the model with the best marginal
+        likelihood among the attempts.
+
+        Attempts: from ``start``'s hyper-parameters (a warm start, ``warm_maxiter`` steps) when
+        given; with ``cold``, from the initial values and then the restarts (``fit_maxiter``
+        steps each).
+        """
         x = self.encoder.features(vectors)  # (n, F)
         y = torch.as_tensor(values, dtype=_DTYPE).unsqueeze(-1)  # (n, 1)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + len(values))
         best, best_mll = None, -math.inf
         restarts = self.fit_restarts if len(values) <= self.restart_max_points else 0
+        starts: list[int] = ([-1] if start is not None else []) + (
+            list(range(1 + restarts)) if cold else []
+        )
         failures: list[str] = []
         caught: list[warnings.WarningMessage] = []
-        for restart in range(1 + restarts):
+        for attempt, restart in enumerate(starts):
             model = self._new_model(x, y)
             base = _base_kernel(model.covar_module)
-            if restart > 0:
+            maxiter = self.fit_maxiter
+            if restart < 0:  # warm: the previous fit's hyper-parameters
+                for name in ("covar_module", "likelihood", "mean_module"):
+                    getattr(model, name).load_state_dict(getattr(start, name).state_dict())
+                maxiter = self.warm_maxiter
+            elif restart > 0:
                 jitter = torch.empty_like(base.lengthscale).uniform_(-1.5, 1.5, generator=gen)
                 base.lengthscale = base.lengthscale * torch.exp(jitter)
             mll = ExactMarginalLogLikelihood(model.likelihood, model)
             with torch.random.fork_rng(), warnings.catch_warnings(record=True) as attempt_warnings:
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
                 warnings.simplefilter("always")
-                value = self._fit_attempt(model, mll)
+                value = self._fit_attempt(model, mll, maxiter)
             caught += attempt_warnings
             if isinstance(value, ModelFittingError):
-                failures.append(f"attempt {restart + 1}: {value}")
+                failures.append(f"attempt {attempt + 1}: {value}")
                 logger.warning(
                     "GP fit attempt %d of %d on %d cells failed: %s",
-                    restart + 1, 1 + restarts, len(values), value,
+                    attempt + 1, len(starts), len(values), value,
                 )  # fmt: skip
             elif value > best_mll:
                 best, best_mll = model, value
@@ -365,7 +464,7 @@ class GPBandit(SearcherBase):
         if best is None:  # every fit failed: keep the priors' initial hyper-parameters
             logger.warning(
                 "every GP fit on %d cells failed (%d attempts); using the prior's initial "
-                "hyper-parameters", len(values), 1 + restarts,
+                "hyper-parameters", len(values), len(starts),
             )  # fmt: skip
             best = self._new_model(x, y)
             best.eval()
@@ -375,13 +474,13 @@ class GPBandit(SearcherBase):
                 "GP fit on %d cells raised %d warning(s): %s", len(values), len(texts),
                 "; ".join(sorted(set(texts))),
             )  # fmt: skip
-        self.fit_report = GPFitReport(len(values), 1 + restarts, tuple(failures), texts, prior)
+        self.fit_report = GPFitReport(len(values), len(starts), tuple(failures), texts, prior)
         return best
 
-    def _fit_attempt(self, model: Any, mll: Any) -> float | ModelFittingError:
+    def _fit_attempt(self, model: Any, mll: Any, maxiter: int) -> float | ModelFittingError:
         """Fit ``model`` in place; its marginal log likelihood, or the fitting error."""
         try:
-            fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": self.fit_maxiter}})
+            fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": maxiter}})
         except ModelFittingError as err:
             return err
         model.train()

@@ -358,3 +358,58 @@ def test_restore_replays_finished_trials_in_finish_order(space) -> None:
         o.cell.hash() for o in gp.observations
     ]
     assert [c.hash() for c in restored.suggest(3)] == [c.hash() for c in gp.suggest(3)]
+
+
+def test_warm_refits_do_not_depend_on_when_suggest_was_called(space) -> None:
+    """A searcher asked after every trial walks the refit schedule one point at a time; one
+    asked only at the end walks it at once; both end with the same hyper-parameters."""
+    f = synthetic_objective(space)
+    kwargs = dict(seed=3, fit_restarts=0, fit_maxiter=30, warm_maxiter=10)
+    stepwise, at_once = GPBandit(space, **kwargs), GPBandit(space, **kwargs)
+    rng = random.Random(5)
+    cells = []
+    while len(cells) < 46:
+        cell = space.sample(rng)
+        if cell.hash() not in {c.hash() for c in cells}:
+            cells.append(cell)
+    for i, cell in enumerate(cells):
+        value = float(f(np.array([space.encode(cell)]))[0])
+        stepwise.observe(cell, value)
+        at_once.observe(cell, value)
+        if i + 1 >= 20:
+            stepwise._fitted()
+    a, b = stepwise._fitted(), at_once._fitted()
+    # points 20, 22, 24, 26, 28, 30, 33, 36, 39, 42, 46 (39 >= 2 * 19 is also fitted cold)
+    assert stepwise._fit_point == at_once._fit_point == 46
+    assert stepwise._cold_point == at_once._cold_point == 39
+    assert stepwise.fit_report.attempts == 1  # a warm fit alone between cold points
+    torch.testing.assert_close(a.lengthscale, b.lengthscale, rtol=0, atol=0)
+    assert a.noise == b.noise and a.outputscale == b.outputscale
+    assert [c.hash() for c in stepwise.suggest(2)] == [c.hash() for c in at_once.suggest(2)]
+
+
+def test_warm_refits_reach_the_cold_fit_likelihood(space) -> None:
+    """The warm-started chain's model explains the data about as well as a cold fit at the same
+    point, and ``warm_maxiter=0`` keeps cold refits (one attempt from the initial values)."""
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    f = synthetic_objective(space)
+    warm = GPBandit(space, seed=0, fit_restarts=0, fit_maxiter=60, warm_maxiter=20)
+    cold = GPBandit(space, seed=0, fit_restarts=0, fit_maxiter=60, warm_maxiter=0)
+    for gp in (warm, cold):
+        _fill(gp, space, f, 60, seed=2)
+        gp._fitted()
+
+    def mll(gp: GPBandit) -> float:
+        model = gp._fit_model
+        model.train()
+        with torch.no_grad():
+            value = ExactMarginalLogLikelihood(model.likelihood, model)(
+                model(*model.train_inputs), model.train_targets
+            )
+        model.eval()
+        return float(value)
+
+    assert warm._fit_point == 60 and warm.fit_report.attempts == 1  # 60 < 2 * 39
+    assert cold.fit_report.num_points == 60 and cold.fit_report.attempts == 1
+    assert mll(warm) > mll(cold) - 0.05  # per training point
