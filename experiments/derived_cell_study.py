@@ -8,10 +8,12 @@ exactly as ``make demo`` trains it (``run_proxy_search``: joint, position-agnost
 ``attention_nas`` space, the protocol's 8 epochs). Two cells are derived from its final
 connection weights:
 
-- ``a1b1``: α = 1, β = 1 at 2 levels, a cell of the table's K = 2 space (the derivation the
-  issue names). It is placed by its table row when the table has one; on a partial table, a
-  cell without a row is trained under the protocol with the table's seeds and its mean placed
-  among the cell means (``place_on_table``).
+- ``a1b1``: α = 1, β = 1 at 2 levels (the derivation the issue names): the sink's top node and,
+  when that node is on level 2, its top input; so 2 ops, a cell of the table's K = 2 space, or
+  1 op when the top node is on level 1, which the K = 2 table (cells of exactly 2 ops) does not
+  hold. It is placed by its table row when the table has one; otherwise (a 1-op cell, or a cell
+  the partial table has not reached) it is trained under the protocol with the table's seeds
+  and its mean placed among the cell means (``place_on_table``).
 - ``space``: the space's own rule (α = 3, β = 1): up to 5 ops, outside the table's space, so
   always trained under the protocol with the table's seeds and placed by its mean.
 
@@ -187,6 +189,7 @@ def summarise(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
                 "mean": bootstrap(means, np.mean),
                 "minus_nonlocal": bootstrap([m - nl_mean for m in means], np.mean),
                 "distinct_cells": len({p["hash"] for p in placed}),
+                "two_op_cells": sum(p["num_ops"] == 2 for p in placed),
                 "in_table": sum(p["in_table"] for p in placed),
                 "failed": len(mine) - len(placed),
             }
@@ -210,16 +213,18 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
         "steps) with one remedy changed per variant; each seed's derived cell is placed on "
         f"`distant_match_k2` ({len(bench)} of {bench.manifest['cells_total']} cells"
         + ("" if bench.complete else ", partial: percentiles rank among a uniform random sample")
-        + "). `a1b1`: α = 1, β = 1 (a cell of the table's space; its row, or trained with the "
-        "table's seeds when the partial table has none); `space`: the space's α = 3, β = 1 "
+        + "). `a1b1`: α = 1, β = 1 (2 ops, a cell of the table's space, or 1 op when the top sink "
+        "node is on level 1; its row, or trained with the table's seeds when the table has "
+        "none); `space`: the space's α = 3, β = 1 "
         "(outside the K = 2 table, always trained with the table's seeds). Intervals: "
         "percentile bootstrap 95 % over search seeds. Non-local baseline: "
         f"{100 * nl:.1f} % (percentile {nl_pct:.0f}).",
         "",
-        "| variant | seeds | a1b1 median pct | a1b1 − non-local (pp) | space median pct | "
+        "| variant | seeds | a1b1 2-op / in table | a1b1 median pct | a1b1 − non-local (pp) | "
+        "space median pct | "
         "space − non-local (pp) | stable last 20 % | sink H ÷ uniform | top sink share | "
         "supergraph val top-1 |",
-        "| --- | ---: | --- | --- | --- | --- | ---: | --- | --- | --- |",
+        "| --- | ---: | ---: | --- | --- | --- | --- | ---: | --- | --- | --- |",
     ]
     for name, e in summary["variants"].items():
         cols = []
@@ -228,8 +233,11 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
             cols += (
                 [_ci(r["percentile_median"]), _ci(r["minus_nonlocal"], 100)] if r else ["—", "—"]
             )
+        a = e.get("a1b1")
+        ops = f"{a['two_op_cells']} / {a['in_table']}" if a else "—"
         lines.append(
-            f"| {name} | {len(e['seeds'])} | {cols[0]} | {cols[1]} | {cols[2]} | {cols[3]} | "
+            f"| {name} | {len(e['seeds'])} | {ops} | "
+            f"{cols[0]} | {cols[1]} | {cols[2]} | {cols[3]} | "
             f"{e['stable_seeds']} of {len(e['seeds'])} | {_ci(e['sink_entropy_ratio'], 1, 3)} "
             f"| {_ci(e['top_sink_share'], 1, 3)} | {_ci(e['supergraph_val_top1'], 100)} |"
         )
