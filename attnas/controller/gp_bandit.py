@@ -290,12 +290,7 @@ class GPBandit(SearcherBase):
         """
         if self.refit_growth <= 0.0 or n <= 1:
             return n
-        point = 1
-        while True:
-            following = max(point + 1, math.floor(point * (1.0 + self.refit_growth)))
-            if following > n:
-                return point
-            point = following
+        return self.schedule_points(0, n)[-1]
 
     def schedule_points(self, after: int, upto: int) -> list[int]:
         """The refit schedule's points p with ``after < p <= upto`` (``refit_point``)."""
