@@ -2,8 +2,9 @@
 
 The fast test is the issue's 3-seed, 30-trial study, with 1 and 8 workers, on a complete
 synthetic table of 164 cells, for the searchers that take milliseconds per suggestion (random,
-evolution, Optuna TPE); the slow one runs every searcher (the GPs take seconds per suggestion
-on 2 cores). Nothing here checks a speed or which searcher wins.
+evolution, Optuna TPE); the slow one runs every default searcher (the GPs take seconds per
+suggestion on 2 cores), and an ablation runs only when named. Nothing here checks a speed or
+which searcher wins.
 """
 
 from __future__ import annotations
@@ -138,12 +139,25 @@ def test_an_incomplete_table_is_refused_unless_allowed(bench, tmp_path: Path):
     assert st.main(["--table", str(folder), "--quick"]) == 2
 
 
+def test_an_ablation_runs_only_when_named(bench):
+    assert set(st.ABLATIONS) <= set(st.SEARCHERS) and not set(st.ABLATIONS) & set(
+        st.DEFAULT_SEARCHERS
+    )
+    payload = st.study(bench, searchers=("gpb_cold",), seeds=1, workers=(1,), budgets=(10,),
+                       progress=False)  # fmt: skip
+    (run,) = payload["runs"]
+    assert run["searcher"] == "gpb_cold" and "error" not in run, run.get("error")
+    assert len(set(run["trials"])) == 10 and run["failed"] == 0
+    assert set(payload["summary"]) == {"gpb_cold/w1"}
+
+
 @pytest.mark.slow
 def test_quick_study_of_every_searcher(bench, tmp_path: Path):
     # 2 seeds of 20 trials: the GP searchers take seconds per suggestion on 2 cores, and the
     # whole slow stage of CI must stay within its budget
     payload = st.study(bench, seeds=2, workers=(1, 8), budgets=(10, 20),
                        out=tmp_path / "all.json", progress=False)  # fmt: skip
-    check_payload(payload, bench, tuple(st.SEARCHERS), seeds=2, budget=20)
+    check_payload(payload, bench, st.DEFAULT_SEARCHERS, seeds=2, budget=20)
+    assert not set(st.ABLATIONS) & {run["searcher"] for run in payload["runs"]}
     assert {g["goal"].split(" (")[0] for g in payload["goals"]} >= {"gpb/random trials to top 1 %"}
     assert all(math.isfinite(g["value"]) for g in payload["goals"])
