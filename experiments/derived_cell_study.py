@@ -5,7 +5,8 @@
 For each variant of the search config (``VARIANTS``: ``make demo``'s search with one remedy
 changed) and each search seed, the supergraph is trained under the table's proxy protocol
 exactly as ``make demo`` trains it (``run_proxy_search``: joint, position-agnostic, the
-``attention_nas`` space, the protocol's 8 epochs). Two cells are derived from its final
+``attention_nas`` space, the protocol's 8 epochs; the ``bilevel`` variant splits the training
+clips in halves, the network trained on one, the connection weights stepped on the other). Two cells are derived from its final
 connection weights:
 
 - ``a1b1``: α = 1, β = 1 at 2 levels (the derivation the issue names): the sink's top node and,
@@ -50,6 +51,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "anneal": {"temperature_final": 0.1, "arch_weight_decay": 0.0},
     "dirichlet": {"dirichlet": True},
     "bn0.1": {"sink_bn_init": 0.1},
+    "bilevel": {"mode": "bilevel"},  # DARTS first order: network on one half, weights on the other
 }
 DEMO = {"mode": "joint", "position_specific": False, "arch_lr": 1e-2}
 STABLE_FRACTION = 0.2

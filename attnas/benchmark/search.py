@@ -3,7 +3,9 @@
 ``run_proxy_search`` trains supergraphs at the protocol's positions on the cached features,
 exactly as a table trial trains a cell (same pre-trained frozen prefix, readout, branch opening,
 budget and data), with the connection weights stepped by the search's ``ArchitectureStep`` hook
-(joint mode: both minimise the training loss), then derives the cell with the top-α / top-β
+(joint mode: both minimise the training loss; bilevel mode: the network trains on one half of
+the cached training clips and the connection weights step on the other, held-out half, as
+``run_differentiable_search`` splits them), then derives the cell with the top-α / top-β
 rule (``config.sink_bn_init``, when set, replaces the protocol's ``branch_init`` for the
 supergraphs). The derived cell is then placed on the table: its row when the table holds it,
 otherwise its mean over the table's seeds under the same protocol (``run_proxy_trial``) placed
@@ -56,13 +58,14 @@ def run_proxy_search(
     seed: int,
     telemetry_path: str | Path | None = None,
 ) -> ProxySearchResult:
-    """Train supergraphs under the protocol (joint mode) and derive the cell.
+    """Train supergraphs under the protocol (joint or bilevel mode) and derive the cell.
 
     Args:
         protocol: The table's protocol.
         cache: Its feature cache.
         space: The search space (supergraph levels, nodes and activations; α/β defaults).
-        config: A ``DifferentiableSearchConfig`` (``mode="joint"``; position-agnostic).
+        config: A ``DifferentiableSearchConfig`` (position-agnostic; ``mode`` joint or
+            bilevel, the held-out share ``heldout_fraction`` of the training clips).
         seed: The search seed.
         telemetry_path: Where the hook appends one JSON line per epoch (None: a temporary file).
 
@@ -74,10 +77,11 @@ def run_proxy_search(
 
     from attnas.supergraph import derive_cell
     from attnas.supergraph.search import ArchitectureStep, SupergraphFactory
+    from attnas.train import heldout_loader, split_dataset
     from attnas.train.trainer import Trainer
 
-    if config.mode != "joint" or config.position_specific:
-        raise ValueError("run_proxy_search supports the position-agnostic joint mode only")
+    if config.position_specific:
+        raise ValueError("run_proxy_search supports the position-agnostic search only")
     alpha, beta = config.alpha or space.alpha, config.beta or space.beta
     factory = SupergraphFactory(
         space, False, config.temperature, config.sink_bn_init, config.dirichlet
@@ -90,12 +94,16 @@ def run_proxy_search(
     if config.sink_bn_init is not None:  # the search's choice, over the protocol's branch_init
         factory.open_sinks(config.sink_bn_init)
     arch = factory.attach(model)
+    train, heldout = cache.data["train"], None
+    if config.mode == "bilevel":
+        train, held = split_dataset(train, config.heldout_fraction, seed)
+        heldout = heldout_loader(held, protocol.train.batch_size, seed + 1)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(telemetry_path or Path(tmp) / "telemetry.jsonl")
-        hook = ArchitectureStep(factory, config, alpha, beta, None, path)
+        hook = ArchitectureStep(factory, config, alpha, beta, heldout, path)
         trainer = Trainer(
             model,
-            cache.data["train"],
+            train,
             cache.data["val"],
             protocol.train.replace(seed=seed),
             exclude_parameters=arch,

@@ -162,5 +162,22 @@ def test_proxy_search_trains_supergraphs_and_derives_a_cell(cache):
     weights = next(iter(result.weights.values()))
     assert not torch.allclose(weights.sink_probs(), torch.full((12,), 1 / 12))  # they moved
     assert len(result.cell.outputs) == 2 and len(result.telemetry) == TINY.train.epochs
-    with pytest.raises(ValueError, match="joint"):
-        run_proxy_search(TINY, cache, space, DifferentiableSearchConfig(mode="bilevel"), 0)
+    with pytest.raises(ValueError, match="position-agnostic"):
+        run_proxy_search(TINY, cache, space, DifferentiableSearchConfig(position_specific=True), 0)
+
+
+def test_bilevel_proxy_search_trains_on_half_and_steps_on_the_other(cache):
+    from attnas.benchmark.search import run_proxy_search
+    from attnas.space import load_space
+    from attnas.supergraph.search import DifferentiableSearchConfig
+
+    space = load_space("attention_nas")
+    config = DifferentiableSearchConfig(mode="bilevel", arch_lr=0.05, alpha=2, beta=1)
+    result = run_proxy_search(TINY, cache, space, config, seed=0)
+    # 16 of the 32 training clips train the network: 1 batch of 16 per epoch, so 1 connection
+    # weight step per epoch, each on a held-out batch
+    assert len(result.history) == TINY.train.epochs and result.arch_steps == TINY.train.epochs
+    weights = next(iter(result.weights.values()))
+    assert not torch.allclose(weights.sink_probs(), torch.full((12,), 1 / 12))
+    joint = run_proxy_search(TINY, cache, space, dataclasses.replace(config, mode="joint"), 0)
+    assert not torch.allclose(weights.sink_probs(), next(iter(joint.weights.values())).sink_probs())
