@@ -6,8 +6,8 @@ For each variant of the search config (``VARIANTS``: ``make demo``'s search with
 changed) and each search seed, the supergraph is trained under the table's proxy protocol
 exactly as ``make demo`` trains it (``run_proxy_search``: joint, position-agnostic, the
 ``attention_nas`` space, the protocol's 8 epochs; the ``bilevel`` variant splits the training
-clips in halves, the network trained on one, the connection weights stepped on the other). Two cells are derived from its final
-connection weights:
+clips in halves, the network trained on one, the connection weights stepped on the other).
+Two cells are derived from its final connection weights:
 
 - ``a1b1``: α = 1, β = 1 at 2 levels (the derivation the issue names): the sink's top node and,
   when that node is on level 2, its top input; so 2 ops, a cell of the table's K = 2 space, or
