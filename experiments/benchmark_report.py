@@ -9,6 +9,12 @@ Reads a table (``attnas.benchmark.load``; partial tables work) and writes
 - the distribution of cell means (histogram, percentiles), with the bare backbone and
   + non-local marked;
 - where the non-local-like cells fall (cells whose ops are all dot, spatiotemporal, softmax);
+- how early a run tells its final rank (the case for or against early stopping of poor trials
+  with the table's per-epoch curves): for each epoch, the Spearman correlation of one seed's
+  validation top-1 after that epoch with *another* seed's final value (so the two share no
+  noise; at the last epoch it is the seed-to-seed agreement above), and how many of the top 1 %
+  cells (by mean) are in the top half of the cells after that epoch, i.e. would survive a
+  median stopping rule there;
 - the cost: trial-seconds spent, per row and in all, and how complete the table is.
 
 Usage::
@@ -83,6 +89,37 @@ def seed_pairs(bench: Benchmark, resamples: int = 1000) -> list[dict[str, Any]]:
     return out
 
 
+def early_epochs(bench: Benchmark) -> list[dict[str, Any]]:
+    """Per epoch: how well one run's value after it predicts another run's final value, and how
+    many top 1 % cells a median stopping rule at that epoch would keep (module docstring)."""
+    pairs = []  # (first seed's curve, second seed's final value) of cells with two seeds
+    curves, means = [], []  # first seed's curve and the mean, of every cell
+    for c in bench.cells():
+        rows = sorted(bench.rows(c), key=lambda r: r.seed)
+        curves.append(rows[0].val_top1_epochs)
+        means.append(bench.mean(c))
+        if len(rows) > 1:
+            pairs.append((rows[0].val_top1_epochs, rows[1].val_top1))
+    epochs = min((len(c) for c in curves), default=0)
+    cut = _pct(means, 99) if means else math.inf
+    top = [i for i, m in enumerate(means) if m >= cut]
+    out = []
+    for e in range(epochs):
+        at_e = [c[e] for c in curves]
+        median = _pct(at_e, 50)
+        out.append({
+            "epoch": e + 1,
+            "cells": len(pairs),
+            "spearman_vs_other_seed_final": (
+                spearman([p[0][e] for p in pairs], [p[1] for p in pairs])
+                if len(pairs) >= 10 else None
+            ),
+            "top1pct_cells": len(top),
+            "top1pct_above_median": sum(at_e[i] > median for i in top),
+        })  # fmt: skip
+    return out
+
+
 def _pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     pos = (len(xs) - 1) * q / 100
@@ -108,6 +145,7 @@ def report(bench: Benchmark) -> dict[str, Any]:
         "cells_total": bench.manifest.get("cells_total"),
         "rows": rows,
         "seed_spearman": seed_pairs(bench),
+        "early_epochs": early_epochs(bench),
         "mean_of_cell_std": sum(stds) / len(stds),
         "cell_means": {q: _pct(means, q) for q in (0, 10, 25, 50, 75, 90, 100)},
         "spread_p90_p10_pp": 100 * (_pct(means, 90) - _pct(means, 10)),
@@ -179,6 +217,14 @@ def markdown(data: dict[str, Any]) -> str:
         f"| trial-seconds spent | {data['trial_seconds']:.0f} s "
         f"({data['seconds_per_row'] or 0:.1f} s a row) |",
     ]
+    for e in data.get("early_epochs", []):
+        rho = e["spearman_vs_other_seed_final"]
+        lines.append(
+            f"| after epoch {e['epoch']}: Spearman vs the other seed's final "
+            f"({e['cells']} cells); top 1 % cells above the median | "
+            f"{'n/a' if rho is None else f'{rho:.3f}'}; "
+            f"{e['top1pct_above_median']} of {e['top1pct_cells']} |"
+        )
     for c in data["nonlocal_like_cells"]:
         lines.append(
             f"| non-local-like cell: {c['cell'].replace(chr(10), '; ')} | {pct(c['mean'])} % "
