@@ -18,6 +18,13 @@ is the build's durable state: it also keeps the pre-trained weights the rows wer
 and a build started where the run directory is gone (a fresh clone) first imports the exported
 rows into a new store and the exported baselines, so it continues where the table stopped with
 the very same weights, instead of starting again.
+
+``recount_cost`` recounts every finished cell's parameters and FLOPs with the current counter
+(``count_proxy_cost``) and corrects the store where a recorded count differs (each correction
+is returned and logged), for when the counter is fixed after rows were recorded; the cells'
+accuracies are untouched, since the count runs on a separate model. ``attnas-bench
+recount_cost=true`` runs it; it may run beside a build, which never rewrites a finished trial
+(SQLite serialises the two processes' writes).
 """
 
 from __future__ import annotations
@@ -345,6 +352,37 @@ def export_table(config: BuildConfig, work_dir: str | Path | None = None) -> Pat
     if weights.is_file() and not (out / weights.name).is_file():
         shutil.copyfile(weights, out / weights.name)
     return out
+
+
+def recount_cost(config: BuildConfig, work_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Recount the parameters and FLOPs of every completed cell; correct those that differ.
+
+    Returns:
+        One dict per corrected cell: ``cell_hash``, ``recorded`` and ``counted``
+        (``[params, flops]`` each).
+    """
+    from attnas.benchmark.protocol import count_proxy_cost
+    from attnas.dispatch import TrialStore
+
+    corrections = []
+    with TrialStore.open(Path(work_dir or config.work_dir), create=False) as store:
+        for record in store.trials("completed"):
+            counted = list(count_proxy_cost(config.protocol, record.cell))
+            seeds = record.metrics.get("seeds", [])
+            recorded = {(r.get("params"), r.get("flops")) for r in seeds}
+            if recorded == {tuple(counted)}:
+                continue
+            metrics = {
+                **record.metrics,
+                "seeds": [{**r, "params": counted[0], "flops": counted[1]} for r in seeds],
+            }
+            store.amend_metrics(record.trial_id, metrics)
+            old = sorted(recorded, key=str)
+            corrections.append(
+                {"cell_hash": record.cell_hash, "recorded": list(old[0]), "counted": counted}
+            )
+            logger.info("cell %s: cost %s recounted as %s", record.cell_hash, old, counted)
+    return corrections
 
 
 def _row_metrics(row: BenchmarkRow) -> dict[str, Any]:

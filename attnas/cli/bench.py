@@ -5,7 +5,9 @@ from the ``benchmark`` group), convert it into ``attnas.benchmark.build.BuildCon
 either export what an existing build has finished (``export_only=true``) or build: pre-train the
 backbone once, train the baselines, and train every cell of the space through the trial store
 and local worker processes, exporting ``<out_root>/<name>/table.csv`` and ``manifest.json`` as
-the table grows. Running the same command again after a kill resumes the build. Exit status: 0
+the table grows. Running the same command again after a kill resumes the build.
+``recount_cost=true`` (also beside a running build) recounts the finished cells' parameters
+and FLOPs with the current counter, corrects the store where they differ, and re-exports. Exit status: 0
 when the build finished (or the export was written), 1 when cells failed, 2 for a user error.
 """
 
@@ -37,6 +39,7 @@ class BenchConf:
     threads_per_worker: int | None = 1
     export_every: int = 50
     export_only: bool = False
+    recount_cost: bool = False
     work_dir: str = MISSING
     out_root: str = "benchmarks"
 
@@ -67,14 +70,18 @@ def build_config(cfg: Any) -> Any:
 
 
 def _bench(cfg: DictConfig) -> None:
-    from attnas.benchmark.build import build_table, export_table
+    from attnas.benchmark.build import build_table, export_table, recount_cost
     from attnas.dispatch import TrialStore
 
     config = build_config(cfg)
     work = Path(config.work_dir)
-    if cfg.export_only:
+    if cfg.export_only or cfg.recount_cost:
         if not (work / "trials.sqlite").is_file():
             raise UserError(f"nothing to export at {work}: no build has started there")
+        if cfg.recount_cost:
+            corrections = recount_cost(config, work)
+            print(f"attnas-bench: recounted the cost of the finished cells; "
+                  f"{len(corrections)} corrected")  # fmt: skip
         out = export_table(config, work)
     else:
         out = build_table(config)

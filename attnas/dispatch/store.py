@@ -14,7 +14,9 @@ Design choices where the spec is silent:
   exactly one of its states; SQLite rolls back a transaction that did not commit.
 - States move ``pending -> running -> completed | failed``, ``running -> pending`` (re-queued)
   and ``pending -> failed`` (abandoned). Any other move (e.g. completing a trial twice) is an
-  error naming the trial and its state, so a trial cannot be counted twice.
+  error naming the trial and its state, so a trial cannot be counted twice. A completed trial's
+  metrics may be corrected in place (``amend_metrics``, e.g. a cost recounted after a fix of
+  the counter); its state and times stay.
 - ``attempts`` counts starts (``mark_running``), including a start cut short by a restart of
   the search.
 - A trial's seed defaults to ``trial_seed(master_seed, trial_id)`` (SHA-256 of both, 31 bits)
@@ -377,6 +379,16 @@ class TrialStore:
             "state = 'completed', metrics = ?, error = NULL, finished_at = ?, "
             "worker = COALESCE(?, worker)",
             (_metrics_json(metrics), time.time(), worker),
+        )
+
+    def amend_metrics(self, trial_id: int, metrics: Mapping[str, Any]) -> None:
+        """Replace a completed trial's metrics (its state, times and worker stay)."""
+        self._transition(
+            trial_id,
+            ("completed",),
+            "amend the metrics of",
+            "metrics = ?",
+            (_metrics_json(metrics),),
         )
 
     def fail(

@@ -75,6 +75,19 @@ def test_tiny_build_has_the_documented_columns_and_resumes(tmp_path: Path):
     with (folder / "table.csv").open() as fh:
         assert list(csv.DictReader(fh)) == rows
 
+    # a count recorded wrong (e.g. by a counter since fixed) is recounted and re-exported
+    from attnas.dispatch import TrialStore
+
+    with TrialStore.open(tmp_path / "work") as store:
+        record = store.trials("completed")[0]
+        seeds = [{**r, "flops": 1} for r in record.metrics["seeds"]]
+        store.amend_metrics(record.trial_id, {**record.metrics, "seeds": seeds})
+    recount = _bench(*args, "recount_cost=true", cwd=REPO)
+    assert recount.returncode == 0, recount.stderr[-2000:]
+    assert "1 corrected" in recount.stdout
+    with (folder / "table.csv").open() as fh:
+        assert list(csv.DictReader(fh)) == rows
+
 
 def test_unknown_key_and_missing_build_are_one_line_errors(tmp_path: Path):
     bad = _bench("benchmark=tiny", "+benchmark.epochz=3", f"work_dir={tmp_path}", cwd=REPO)

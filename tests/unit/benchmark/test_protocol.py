@@ -181,3 +181,29 @@ def test_bilevel_proxy_search_trains_on_half_and_steps_on_the_other(cache):
     assert not torch.allclose(weights.sink_probs(), torch.full((12,), 1 / 12))
     joint = run_proxy_search(TINY, cache, space, dataclasses.replace(config, mode="joint"), 0)
     assert not torch.allclose(weights.sink_probs(), next(iter(joint.weights.values())).sink_probs())
+
+
+def test_recount_cost_corrects_a_wrong_count_and_nothing_else(tmp_path):
+    from attnas.benchmark.build import BuildConfig, recount_cost
+    from attnas.benchmark.protocol import count_proxy_cost
+    from attnas.dispatch import TrialStore
+
+    params, flops = count_proxy_cost(TINY, CELL)
+    other = CellSpec.from_dict({**CELL.to_dict(), "outputs": [2]})
+    with TrialStore.open(tmp_path) as store:
+        for cell, cost in ((CELL, (params, flops - 8)), (other, count_proxy_cost(TINY, other))):
+            trial = store.add(cell)
+            store.mark_running(trial)
+            seeds = [{"seed": s, "val_top1": 0.5 + s, "params": cost[0], "flops": cost[1]}
+                     for s in (0, 1)]  # fmt: skip
+            store.complete(trial, {"status": "completed", "top1": 1.0, "seeds": seeds})
+    config = BuildConfig(protocol=TINY, work_dir=str(tmp_path))
+    assert recount_cost(config) == [
+        {"cell_hash": CELL.hash(), "recorded": [params, flops - 8], "counted": [params, flops]}
+    ]
+    with TrialStore.open(tmp_path) as store:
+        fixed = store.trials("completed")[0].metrics
+    assert [(r["seed"], r["val_top1"], r["flops"]) for r in fixed["seeds"]] == [
+        (0, 0.5, flops), (1, 1.5, flops)
+    ]  # fmt: skip
+    assert fixed["top1"] == 1.0 and recount_cost(config) == []

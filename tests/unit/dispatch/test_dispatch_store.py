@@ -98,6 +98,14 @@ def test_state_transitions_and_errors(tmp_path: Path, cells) -> None:
     with pytest.raises(ValueError, match="trial state 'done'"):
         store.trials("done")
 
+    before = store.get(ids[0])
+    store.amend_metrics(ids[0], {"top1": 0.5, "flops": 12})
+    after = store.get(ids[0])
+    assert after.metrics == {"top1": 0.5, "flops": 12}
+    assert (after.state, after.attempts, after.finished_at) == ("completed", 2, before.finished_at)
+    with pytest.raises(ValueError, match="cannot amend the metrics of trial 4: it is running"):
+        store.amend_metrics(ids[3], {"top1": 0.1})
+
     assert store.requeue_running() == [4]
     assert store.get(4).state == "pending" and store.get(4).error == "re-queued at resume"
     assert store.best().trial_id == 1
