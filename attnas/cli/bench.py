@@ -7,8 +7,9 @@ backbone once, train the baselines, and train every cell of the space through th
 and local worker processes, exporting ``<out_root>/<name>/table.csv`` and ``manifest.json`` as
 the table grows. Running the same command again after a kill resumes the build.
 ``recount_cost=true`` (also beside a running build) recounts the finished cells' parameters
-and FLOPs with the current counter, corrects the store where they differ, and re-exports. Exit status: 0
-when the build finished (or the export was written), 1 when cells failed, 2 for a user error.
+and FLOPs with the current counter, corrects the store where they differ, and re-exports.
+Exit status: 0 when the build finished (or the export was written), 1 when cells failed, 2 for
+a user error.
 """
 
 from __future__ import annotations
