@@ -36,9 +36,13 @@ random's and against the best peer's; regret at 50 against the best peer's; 8 wo
 1), each with a bootstrap CI; on a synthetic table they are indicative only.
 
 Output: ``experiments/results/searcher_study_<table>[_quick].json`` (rewritten after every run,
-so an interrupted study keeps what it ran) and a ``.png`` of best-so-far simple regret with
-95 % bands, one panel per worker count. The JSON states each peer's version, and for a searcher
-that cannot run here, exactly why (``unavailable``), or the traceback of a run that raised.
+so an interrupted study keeps what it ran, and running the same command again resumes it: the
+finished runs are kept when the JSON is of the same table (``table_digest``, a hash of its
+cells' values), largest budget and time scale, and only the others run; ``--fresh`` starts
+over; ``--jobs N`` runs N runs at a time, one process each) and a ``.png`` of best-so-far
+simple regret with 95 % bands, one panel per worker count. The JSON states each peer's
+version, and for a searcher that cannot run here, exactly why (``unavailable``), or the
+traceback of a run that raised.
 
 Usage (from the repository root; ``make study ARGS="..."``)::
 
@@ -54,6 +58,7 @@ complete synthetic table over the real table's K = 2 space, ``attnas.benchmark.s
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -457,6 +462,87 @@ def _write(path: Path, payload: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def table_digest(bench: Benchmark) -> str:
+    """SHA-256 (16 hex digits) of the table's cells and per-seed values: a resumed study must
+    read the very same table (a re-export with new rows changes it, the export time does not)."""
+    h = hashlib.sha256()
+    for cell in sorted(bench.cells(), key=lambda c: c.hash()):
+        h.update(f"{cell.hash()}:{','.join(repr(v) for v in bench.values(cell))};".encode())
+    return h.hexdigest()[:16]
+
+
+def _key(run: Mapping[str, Any]) -> tuple[str, int, int]:
+    return (str(run["searcher"]), int(run["seed"]), int(run["workers"]))
+
+
+def _prior_runs(
+    out: Path, header: Mapping[str, Any], plan: Sequence[tuple[str, int, int]]
+) -> list[dict[str, Any]]:
+    """The finished runs of an earlier, interrupted study at ``out`` that this one keeps.
+
+    Raises:
+        ValueError: when ``out`` holds a study of another table, largest budget or time
+            scale, or finished runs outside this study's plan (they would be lost).
+    """
+    try:
+        prior = json.loads(out.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{out}: not a study's JSON ({err}); pass --fresh to overwrite it"
+        ) from None
+    for key in ("table", "table_digest", "time_scale"):
+        if prior.get(key) != header[key]:
+            raise ValueError(
+                f"{out}: holds a study with another {key} ({prior.get(key)!r}, this one "
+                f"{header[key]!r}); pass --fresh to start over, or --out elsewhere"
+            )
+    if max(prior.get("budgets") or [0]) != max(header["budgets"]):
+        raise ValueError(
+            f"{out}: holds runs to {max(prior.get('budgets') or [0])} trials, this study runs "
+            f"to {max(header['budgets'])}; pass --fresh to start over, or --out elsewhere"
+        )
+    runs = [r for r in prior.get("runs", []) if "error" not in r]  # a raised run runs again
+    outside = [r for r in runs if _key(r) not in set(plan)]
+    if outside:
+        name, seed, w = _key(outside[0])
+        raise ValueError(
+            f"{out}: holds {len(outside)} finished runs outside this study (e.g. {name} "
+            f"workers={w} seed={seed}); widen --searchers/--seeds/--workers, or pass --fresh"
+        )
+    return runs
+
+
+_WORKER_BENCH: Benchmark | None = None
+
+
+def _init_job(bench: Benchmark) -> None:
+    global _WORKER_BENCH
+    _WORKER_BENCH = bench
+
+
+def _run_job(name: str, seed: int, workers: int, budget: int, time_scale: float) -> dict:
+    """One run in a job process (``study(jobs > 1)``); errors come back as the run's record."""
+    assert _WORKER_BENCH is not None
+    with tempfile.TemporaryDirectory(dir=_shm()) as tmp:
+        return _run_or_error(_WORKER_BENCH, name, seed, workers, budget, Path(tmp), time_scale)
+
+
+def _shm() -> str | None:
+    return "/dev/shm" if Path("/dev/shm").is_dir() else None
+
+
+def _run_or_error(
+    bench: Benchmark, name: str, seed: int, w: int, budget: int, tmp: Path, time_scale: float
+) -> dict[str, Any]:
+    start = time.perf_counter()
+    try:
+        run = run_one(bench, name, seed, w, budget, tmp, time_scale)
+    except Exception:  # a study reports a broken searcher and goes on
+        run = {"searcher": name, "seed": seed, "workers": w, "error": traceback.format_exc()}
+    run["run_s"] = round(time.perf_counter() - start, 2)
+    return run
+
+
 def study(
     bench: Benchmark,
     *,
@@ -467,6 +553,8 @@ def study(
     out: Path | None = None,
     time_scale: float = 1.0,
     progress: bool = True,
+    resume: bool = True,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Run the study (module docstring); write ``out`` (JSON) and its plot after every run.
 
@@ -479,13 +567,23 @@ def study(
         out: the JSON path (the plot goes next to it as ``.png``); None writes nothing.
         time_scale: ``SimulatedDispatcher``'s factor on the recorded trial times.
         progress: print a line per run to stderr.
+        resume: keep the finished runs an interrupted study left at ``out`` (same table, same
+            largest budget and time scale) and run only the others; False starts over.
+        jobs: runs at a time, each in its own process (one thread each); the searcher seconds
+            of concurrent runs share the machine's cores.
 
     Returns:
         The payload written to ``out``.
+
+    Raises:
+        ValueError: for an unknown searcher, ``jobs < 1``, or a study at ``out`` that this one
+            cannot resume (``_prior_runs``).
     """
     unknown = [s for s in searchers if s not in SEARCHERS]
     if unknown:
         raise ValueError(f"unknown searcher(s) {unknown}; choose from {list(SEARCHERS)}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     budgets = sorted(int(b) for b in budgets)
     unavailable = {p: peer_unavailable(p) for p in PEERS if p in searchers}
     unavailable = {p: why for p, why in unavailable.items() if why is not None}
@@ -494,6 +592,7 @@ def study(
     payload: dict[str, Any] = {
         "table": bench.name,
         "table_complete": bench.complete,
+        "table_digest": table_digest(bench),
         "cells": len(bench),
         "space": {
             "name": bench.space.name,
@@ -512,43 +611,57 @@ def study(
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "jobs": jobs,
         },
         "unavailable": unavailable,
         "runs": [],
     }
-    shm = Path("/dev/shm")
-    with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None) as tmp:
-        for w in workers:
-            for name in searchers:
-                if name in unavailable:
-                    continue
-                for seed in range(seeds):
-                    start = time.perf_counter()
-                    try:
-                        run = run_one(bench, name, seed, w, max(budgets), Path(tmp), time_scale)
-                    except Exception:  # a study reports a broken searcher and goes on
-                        run = {
-                            "searcher": name,
-                            "seed": seed,
-                            "workers": w,
-                            "error": traceback.format_exc(),
-                        }
-                    payload["runs"].append(run)
-                    if progress:
-                        status = (
-                            "error" if "error" in run else f"{run['searcher_s']:.1f} s searcher"
-                        )
-                        print(
-                            f"[study] {name} w={w} seed={seed}: {status}, "
-                            f"{time.perf_counter() - start:.1f} s",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-                    payload["summary"] = summarise(bench, payload["runs"], budgets)
-                    payload["goals"] = goals(payload["summary"], budgets)
-                    if out is not None:
-                        _write(out, payload)
+    plan = [
+        (name, seed, w)
+        for w in workers
+        for name in searchers
+        if name not in unavailable
+        for seed in range(seeds)
+    ]
+    order = {key: i for i, key in enumerate(plan)}
+    if out is not None and resume and out.exists():
+        payload["runs"] = _prior_runs(out, payload, plan)
+        if payload["runs"] and progress:
+            print(f"[study] resuming {out}: {len(payload['runs'])} of {len(plan)} runs kept",
+                  file=sys.stderr, flush=True)  # fmt: skip
+    done = {_key(r) for r in payload["runs"]}
+    todo = [key for key in plan if key not in done]
+
+    def record(run: dict[str, Any]) -> None:
+        payload["runs"].append(run)
+        payload["runs"].sort(key=lambda r: order[_key(r)])
+        if progress:
+            status = "error" if "error" in run else f"{run['searcher_s']:.1f} s searcher"
+            print(f"[study] {run['searcher']} w={run['workers']} seed={run['seed']}: {status}, "
+                  f"{run['run_s']:.1f} s", file=sys.stderr, flush=True)  # fmt: skip
+        payload["summary"] = summarise(bench, payload["runs"], budgets)
+        payload["goals"] = goals(payload["summary"], budgets)
+        if out is not None:
+            _write(out, payload)
+
+    if jobs == 1:
+        with tempfile.TemporaryDirectory(dir=_shm()) as tmp:
+            for name, seed, w in todo:
+                record(_run_or_error(bench, name, seed, w, max(budgets), Path(tmp), time_scale))
+    elif todo:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        context = multiprocessing.get_context("spawn")  # no fork of a process holding torch
+        with ProcessPoolExecutor(jobs, context, _init_job, (bench,)) as pool:
+            futures = [pool.submit(_run_job, n, s, w, max(budgets), time_scale)
+                       for n, s, w in todo]  # fmt: skip
+            for future in as_completed(futures):
+                record(future.result())
+    payload["summary"] = summarise(bench, payload["runs"], budgets)
+    payload["goals"] = goals(payload["summary"], budgets)
     if out is not None:
+        _write(out, payload)
         plot(payload, out.with_suffix(".png"))
     return payload
 
@@ -602,6 +715,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="3 seeds, 30 trials")
     parser.add_argument("--time-scale", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=None, help="JSON path")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time, one process each")
+    parser.add_argument(
+        "--fresh", action="store_true", help="start over instead of resuming the JSON at --out"
+    )
     return parser
 
 
@@ -620,15 +737,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out
         or RESULTS_DIR / f"searcher_study_{bench.name}{'_quick' if args.quick else ''}.json"
     )
-    payload = study(
-        bench,
-        searchers=args.searchers,
-        seeds=seeds,
-        workers=args.workers,
-        budgets=budgets,
-        out=out,
-        time_scale=args.time_scale,
-    )
+    try:
+        payload = study(
+            bench,
+            searchers=args.searchers,
+            seeds=seeds,
+            workers=args.workers,
+            budgets=budgets,
+            out=out,
+            time_scale=args.time_scale,
+            resume=not args.fresh,
+            jobs=args.jobs,
+        )
+    except ValueError as err:
+        print(f"searcher_study: {err}", file=sys.stderr)
+        return 2
     print(format_summary(payload))
     print(f"results: {out} and {out.with_suffix('.png')}")
     return 0

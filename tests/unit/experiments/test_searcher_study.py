@@ -161,3 +161,51 @@ def test_quick_study_of_every_searcher(bench, tmp_path: Path):
     assert not set(st.ABLATIONS) & {run["searcher"] for run in payload["runs"]}
     assert {g["goal"].split(" (")[0] for g in payload["goals"]} >= {"gpb/random trials to top 1 %"}
     assert all(math.isfinite(g["value"]) for g in payload["goals"])
+
+
+def test_an_interrupted_study_resumes_and_keeps_what_it_ran(bench, tmp_path: Path, monkeypatch):
+    out = tmp_path / "study.json"
+    kwargs = dict(searchers=("random", "evolution"), workers=(1,), budgets=(10,), out=out,
+                  progress=False)  # fmt: skip
+    first = st.study(bench, seeds=1, **kwargs)
+    ran = []
+    real = st.run_one
+    monkeypatch.setattr(
+        st, "run_one", lambda b, n, s, w, *a: ran.append((n, s, w)) or real(b, n, s, w, *a)
+    )
+    second = st.study(bench, seeds=2, **kwargs)  # one more seed: only the new runs run
+    assert ran == [("random", 1, 1), ("evolution", 1, 1)]
+    assert [st._key(r) for r in second["runs"]] == [
+        ("random", 0, 1), ("random", 1, 1), ("evolution", 0, 1), ("evolution", 1, 1)
+    ]  # fmt: skip
+    assert second["runs"][0]["trials"] == first["runs"][0]["trials"]
+    assert second["summary"]["random/w1"]["trials_to_top1pct"]["seeds"] == 2
+    ran.clear()
+    st.study(bench, seeds=2, **kwargs)
+    assert ran == []  # nothing left to run
+    # what cannot be resumed is refused, naming the file, and the file is untouched
+    before = out.read_text()
+    with pytest.raises(ValueError, match=r"study\.json: holds 2 finished runs outside"):
+        st.study(bench, seeds=1, **kwargs)
+    with pytest.raises(ValueError, match=r"study\.json: holds runs to 10 trials"):
+        st.study(bench, seeds=2, **{**kwargs, "budgets": (20,)})
+    other = st.open_table("synthetic")
+    with pytest.raises(ValueError, match=r"study\.json: holds a study with another table"):
+        st.study(other, seeds=2, **kwargs)
+    assert out.read_text() == before
+    assert st.main(["--table", "synthetic-small", "--searchers", "random", "--seeds", "1",
+                    "--workers", "1", "--budgets", "10", "--out", str(out)]) == 2  # fmt: skip
+    fresh = st.study(bench, seeds=1, resume=False, **{**kwargs, "searchers": ("random",)})
+    assert len(fresh["runs"]) == 1
+
+
+def test_runs_in_job_processes_equal_runs_in_one(bench):
+    kwargs = dict(searchers=("random", "optuna_tpe"), seeds=2, workers=(1, 8), budgets=(10,),
+                  progress=False)  # fmt: skip
+    serial, parallel = st.study(bench, **kwargs), st.study(bench, jobs=2, **kwargs)
+    assert [(st._key(r), r["trials"]) for r in parallel["runs"]] == [
+        (st._key(r), r["trials"]) for r in serial["runs"]
+    ]
+    assert parallel["machine"]["jobs"] == 2
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        st.study(bench, jobs=0, **kwargs)
