@@ -51,6 +51,8 @@ def test_early_epochs_tell_a_late_ranking_from_an_early_one():
     # a median rule after epoch 1 stops every top cell; after epoch 2 (ties) none is above the
     # median either; after the last epoch every one survives
     assert [e["top1pct_above_median"] for e in early] == [0, 0, top]
+    # so it never reaches a top cell early; stopping at the last epoch changes nothing
+    assert [e["random_cpu_ratio"] for e in early] == [None, None, pytest.approx(1.0)]
     assert "after epoch 1: Spearman" in br.markdown(br.report(bench))
 
 
@@ -60,3 +62,6 @@ def test_early_epochs_need_two_seeds_for_the_correlation():
     early = br.early_epochs(one_seed)
     assert all(e["cells"] == 0 and e["spearman_vs_other_seed_final"] is None for e in early)
     assert early[1]["top1pct_above_median"] == early[1]["top1pct_cells"] > 0
+    # epoch 2 already ranks as the end: stopping the lower half after 2 of 3 epochs keeps every
+    # top cell and saves a third of their time
+    assert early[1]["random_cpu_ratio"] == pytest.approx((0.5 * 1 + 0.5 * 2 / 3) / 1)
