@@ -7,18 +7,22 @@ changed) and each search seed, the supergraph is trained under the table's proxy
 exactly as ``make demo`` trains it (``run_proxy_search``: joint, position-agnostic, the
 ``attention_nas`` space, the protocol's 8 epochs; the ``bilevel`` variant splits the training
 clips in halves, the network trained on one, the connection weights stepped on the other).
-Two cells are derived from its final connection weights:
+Three cells are derived from its final connection weights:
 
-- ``a1b1``: α = 1, β = 1 at 2 levels (the derivation the issue names): the sink's top node and,
-  when that node is on level 2, its top input; so 2 ops, a cell of the table's K = 2 space, or
-  1 op when the top node is on level 1, which the K = 2 table (cells of exactly 2 ops) does not
-  hold. It is placed by its table row when the table has one; otherwise (a 1-op cell, or a cell
-  the partial table has not reached) it is trained under the protocol with the table's seeds
-  and its mean placed among the cell means (``place_on_table``).
+- ``a1b1``: α = 1, β = 1 at 2 levels: the sink's top node and, when that node is on level 2,
+  its top input, with the top node as the cell's only output. The table's space outputs every
+  op of a cell (``attention_nas``: "cells output every op"), so this cell is never one of the
+  table's cells, whether it has 1 op or 2: it is trained under the protocol with the table's
+  seeds and its mean placed among the cell means (``place_on_table``).
+- ``a2b1``: α = 2, β = 1: the sink's top two nodes and the top input of each on level 2.
+  When that gives 2 ops that are both outputs (two level-1 nodes, or a level-2 node and the
+  level-1 node it reads), the cell is a cell of the table's space and is placed by its row once
+  the growing table has it; otherwise (3 ops) it is trained with the table's seeds.
 - ``space``: the space's own rule (α = 3, β = 1): up to 5 ops, outside the table's space, so
   always trained under the protocol with the table's seeds and placed by its mean.
 
-Per run it records the derived cells, their placements, the sink entropy ÷ uniform at the end,
+Per run it records the final connection weights (so any other derivation can be recomputed),
+the derived cells, their placements, the sink entropy ÷ uniform at the end,
 the top sink share, how many of the last epochs derived the final cell (from the hook's
 per-epoch telemetry, which derives with α = 1, β = 1) and the supergraph network's own val
 top-1. The summary gives, per variant: the median percentile with a bootstrap 95 % interval,
@@ -54,6 +58,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bilevel": {"mode": "bilevel"},  # DARTS first order: network on one half, weights on the other
 }
 DEMO = {"mode": "joint", "position_specific": False, "arch_lr": 1e-2}
+RULES = ("a1b1", "a2b1", "space")
 STABLE_FRACTION = 0.2
 BOOTSTRAP = 10_000
 
@@ -122,7 +127,11 @@ def run_one(name: str, seed: int, work: Path) -> dict[str, Any]:
     search_s = time.perf_counter() - start
     weights = next(iter(result.weights.values()))
     seeds = [int(s) for s in bench.manifest["seeds"]]
-    cells = {"a1b1": result.cell, "space": derive_cell(weights, space.alpha, space.beta)}
+    cells = {
+        "a1b1": result.cell,
+        "a2b1": derive_cell(weights, 2, 1),
+        "space": derive_cell(weights, space.alpha, space.beta),
+    }
     last = result.telemetry[-1]["positions"]["all"]
     run = {
         "variant": name,
@@ -135,6 +144,7 @@ def run_one(name: str, seed: int, work: Path) -> dict[str, Any]:
         "stable_epochs": stable_epochs(result.telemetry),
         "epochs": len(result.telemetry),
         "cells_per_epoch": [t["positions"]["all"]["cell"] for t in result.telemetry],
+        "weights": weights.to_dict(),
         "placements": {
             rule: _placement(bench, protocol, cache, cell, seeds, work / "retrain" / cell.hash())
             for rule, cell in cells.items()
@@ -176,11 +186,11 @@ def summarise(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
             "supergraph_val_top1": bootstrap([r["supergraph_val_top1"] for r in mine], np.mean),
             "search_s": statistics.median(r["search_s"] for r in mine),
         }
-        for rule in ("a1b1", "space"):
+        for rule in RULES:
             placed = [
                 replace_on(bench, r["placements"][rule])
                 for r in mine
-                if "percentile" in r["placements"][rule]
+                if "percentile" in r["placements"].get(rule, {})  # runs before a2b1 lack it
             ]
             if not placed:
                 continue
@@ -213,33 +223,35 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
         "`python -m experiments.derived_cell_study` — `make demo`'s search (joint, "
         "position-agnostic, `attention_nas` space, the table's proxy protocol, 8 epochs × 16 "
         "steps) with one remedy changed per variant; each seed's derived cell is placed on "
-        f"`distant_match_k2` ({len(bench)} of {bench.manifest['cells_total']} cells"
+        f"`distant_match_k2` ({len(bench)} of {bench.manifest.get('cells_total', len(bench))} cells"
         + ("" if bench.complete else ", partial: percentiles rank among a uniform random sample")
-        + "). `a1b1`: α = 1, β = 1 (2 ops, a cell of the table's space, or 1 op when the top sink "
-        "node is on level 1; its row, or trained with the table's seeds when the table has "
-        "none); `space`: the space's α = 3, β = 1 "
+        + "). `a1b1`: α = 1, β = 1 (1 or 2 ops with the top node the only output: never a cell "
+        "of the table's space, whose cells output every op, so trained with the table's seeds); "
+        "`a2b1`: α = 2, β = 1 (a cell of the table's space when it has 2 ops, both outputs: "
+        "its row once the table has it; otherwise trained; runs older than this rule lack it); "
+        "`space`: the space's α = 3, β = 1 "
         "(outside the K = 2 table, always trained with the table's seeds). Intervals: "
         "percentile bootstrap 95 % over search seeds. Non-local baseline: "
         f"{100 * nl:.1f} % (percentile {nl_pct:.0f}).",
         "",
-        "| variant | seeds | a1b1 2-op / in table | a1b1 median pct | a1b1 − non-local (pp) | "
-        "space median pct | "
+        "| variant | seeds | a1b1 median pct | a1b1 − non-local (pp) | a2b1 seeds / in table | "
+        "a2b1 median pct | a2b1 − non-local (pp) | space median pct | "
         "space − non-local (pp) | stable last 20 % | sink H ÷ uniform | top sink share | "
         "supergraph val top-1 |",
-        "| --- | ---: | ---: | --- | --- | --- | --- | ---: | --- | --- | --- |",
+        "| --- | ---: | --- | --- | ---: | --- | --- | --- | --- | ---: | --- | --- | --- |",
     ]
     for name, e in summary["variants"].items():
         cols = []
-        for rule in ("a1b1", "space"):
+        for rule in RULES:
             r = e.get(rule)
             cols += (
                 [_ci(r["percentile_median"]), _ci(r["minus_nonlocal"], 100)] if r else ["—", "—"]
             )
-        a = e.get("a1b1")
-        ops = f"{a['two_op_cells']} / {a['in_table']}" if a else "—"
+        a = e.get("a2b1")
+        placed = f"{len(a['percentiles'])} / {a['in_table']}" if a else "—"
         lines.append(
-            f"| {name} | {len(e['seeds'])} | {ops} | "
-            f"{cols[0]} | {cols[1]} | {cols[2]} | {cols[3]} | "
+            f"| {name} | {len(e['seeds'])} | {cols[0]} | {cols[1]} | {placed} | "
+            f"{cols[2]} | {cols[3]} | {cols[4]} | {cols[5]} | "
             f"{e['stable_seeds']} of {len(e['seeds'])} | {_ci(e['sink_entropy_ratio'], 1, 3)} "
             f"| {_ci(e['top_sink_share'], 1, 3)} | {_ci(e['supergraph_val_top1'], 100)} |"
         )

@@ -1,0 +1,52 @@
+"""The derived-cell study's summary (``experiments/derived_cell_study.py``) on made-up runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # `experiments` is a folder of scripts, not an installed package
+
+from experiments import derived_cell_study as dcs  # noqa: E402
+from experiments import searcher_study as st  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return st.open_table("synthetic-small")
+
+
+def _run(seed, placements):
+    return {"variant": "demo", "seed": seed, "epochs": 8, "stable_epochs": 2,
+            "sink_entropy_ratio": 0.9, "top_sink_share": 0.1, "supergraph_val_top1": 0.7,
+            "search_s": 1.0, "placements": placements}  # fmt: skip
+
+
+def test_a_table_cell_is_placed_by_its_row_and_older_runs_lack_a2b1(bench):
+    cell = bench.cells()[0]
+    row = {"hash": cell.hash(), "num_ops": 2, "in_table": False, "mean": 0.0, "percentile": 0.0}
+    trained = {"hash": "x" * 16, "num_ops": 1, "in_table": False, "mean": bench.mean(cell)}
+    runs = [
+        _run(0, {"a1b1": trained, "space": trained}),  # a run from before the a2b1 rule
+        _run(1, {"a1b1": trained, "a2b1": row, "space": trained}),
+    ]
+    summary = dcs.summarise([{**r, "placements": {k: {**v, "percentile": 0.0}
+                                                  for k, v in r["placements"].items()}}
+                             for r in runs], bench)  # fmt: skip
+    demo = summary["variants"]["demo"]
+    assert len(demo["a1b1"]["percentiles"]) == 2 and len(demo["a2b1"]["percentiles"]) == 1
+    # the row's own mean and percentile replace what the run stored; the trained cell's mean
+    # is placed among the cell means
+    assert demo["a2b1"]["in_table"] == 1
+    assert demo["a2b1"]["mean"][0] == pytest.approx(bench.mean(cell))
+    assert demo["a2b1"]["percentile_median"][0] == pytest.approx(bench.percentile(cell))
+    assert demo["a1b1"]["percentile_median"][0] == pytest.approx(
+        bench.percentile_of(bench.mean(cell))
+    )
+    assert "| demo | 2 |" in dcs.markdown(summary, bench) and "| 1 / 1 |" in dcs.markdown(
+        summary, bench
+    )
