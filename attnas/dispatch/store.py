@@ -2,9 +2,11 @@
 
 ``<run_dir>/trials.sqlite`` holds one row per trial (its cell as JSON, the cell's canonical hash,
 state, metrics, error text, timestamps, worker, seed, attempt count) and a ``meta`` table of
-JSON values (search config, master seed, budget). The search process is the only writer;
-workers return their results to it and never open the database. Any process may read it while
-a search runs (``TrialStore.open(run_dir).trials()``).
+JSON values (search config, master seed, budget). The search process is the only writer of
+trial states; workers return their results to it and never open the database. Any process may
+read it while a search runs (``TrialStore.open(run_dir).trials()``), and a maintenance command
+may correct a finished trial's metrics beside it (``amend_metrics``; SQLite serialises the
+writes, and the search never rewrites a finished trial).
 
 Design choices where the spec is silent:
 
