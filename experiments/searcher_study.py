@@ -39,7 +39,8 @@ Output: ``experiments/results/searcher_study_<table>[_quick].json`` (rewritten a
 so an interrupted study keeps what it ran, and running the same command again resumes it: the
 finished runs are kept when the JSON is of the same table (``table_digest``, a hash of its
 cells' values), largest budget and time scale, and only the others run; ``--fresh`` starts
-over; ``--jobs N`` runs N runs at a time, one process each) and a ``.png`` of best-so-far
+over; ``--jobs N`` runs N runs at a time, one process each; runs go seed by seed, so a
+partial study holds the same seeds of every searcher) and a ``.png`` of best-so-far
 simple regret with 95 % bands, one panel per worker count. The JSON states each peer's
 version, and for a searcher that cannot run here, exactly why (``unavailable``), or the
 traceback of a run that raised.
@@ -630,7 +631,9 @@ def study(
             print(f"[study] resuming {out}: {len(payload['runs'])} of {len(plan)} runs kept",
                   file=sys.stderr, flush=True)  # fmt: skip
     done = {_key(r) for r in payload["runs"]}
-    todo = [key for key in plan if key not in done]
+    # seed-major: an interrupted study holds the same seeds of every searcher and worker count,
+    # so its partial summary compares like with like
+    todo = sorted((key for key in plan if key not in done), key=lambda k: (k[1], order[k]))
 
     def record(run: dict[str, Any]) -> None:
         payload["runs"].append(run)

@@ -199,6 +199,24 @@ def test_an_interrupted_study_resumes_and_keeps_what_it_ran(bench, tmp_path: Pat
     assert len(fresh["runs"]) == 1
 
 
+def test_runs_go_seed_by_seed_and_are_stored_by_searcher(bench, monkeypatch):
+    ran = []
+    real = st.run_one
+    monkeypatch.setattr(
+        st, "run_one", lambda b, n, s, w, *a: ran.append((n, s, w)) or real(b, n, s, w, *a)
+    )
+    payload = st.study(bench, searchers=("random", "evolution"), seeds=2, workers=(1, 8),
+                       budgets=(10,), progress=False)  # fmt: skip
+    assert ran == [
+        ("random", 0, 1), ("evolution", 0, 1), ("random", 0, 8), ("evolution", 0, 8),
+        ("random", 1, 1), ("evolution", 1, 1), ("random", 1, 8), ("evolution", 1, 8),
+    ]  # fmt: skip
+    assert [st._key(r) for r in payload["runs"]] == [
+        ("random", 0, 1), ("random", 1, 1), ("evolution", 0, 1), ("evolution", 1, 1),
+        ("random", 0, 8), ("random", 1, 8), ("evolution", 0, 8), ("evolution", 1, 8),
+    ]  # fmt: skip
+
+
 def test_runs_in_job_processes_equal_runs_in_one(bench):
     kwargs = dict(searchers=("random", "optuna_tpe"), seeds=2, workers=(1, 8), budgets=(10,),
                   progress=False)  # fmt: skip
