@@ -28,7 +28,8 @@ per-epoch telemetry, which derives with α = 1, β = 1) and the supergraph netwo
 top-1. The summary gives, per variant: the median percentile with a bootstrap 95 % interval,
 the derived cell's mean against the non-local baseline's (difference, bootstrap interval over
 search seeds), how many seeds were stable over the last 20 % of epochs, and the entropy ratio.
-Each finished run is kept under ``--work`` so an interrupted study resumes; results go to
+Each finished run is kept under ``--work`` (refilled from the results JSON in a fresh checkout:
+``restore_runs``) so an interrupted study resumes; results go to
 ``experiments/results/derived_cell_study.{json,md}``.
 
 The table may be partial (its manifest says so): then a percentile is the rank among a uniform
@@ -264,6 +265,21 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
     return "\n".join(lines)
 
 
+def restore_runs(results: Path, work: Path) -> int:
+    """Put the runs recorded in ``results`` (a previous summary's JSON, which is committed) back
+    under ``work`` where they are missing, so that a fresh checkout resumes the study and
+    re-summarises it without rerunning them. Returns how many were restored."""
+    if not results.is_file():
+        return 0
+    restored = 0
+    for run in json.loads(results.read_text()).get("runs", []):
+        path = work / "runs" / f"{run['variant']}_seed{run['seed']}.json"
+        if not path.is_file():
+            path.write_text(json.dumps(run, indent=1))
+            restored += 1
+    return restored
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default="demo,lr0.1_wd0,anneal,dirichlet")
@@ -277,6 +293,8 @@ def main() -> None:
 
     work = Path(args.work)
     (work / "runs").mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    restore_runs(out.with_suffix(".json"), work)
     if not args.summary_only:
         for name in args.variants.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
@@ -300,7 +318,6 @@ def main() -> None:
     runs.sort(key=lambda r: (order[r["variant"]], r["seed"]))
     bench = load(str(table_folder("distant_match_k2")))
     summary = summarise(runs, bench)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"summary": summary, "runs": runs}, indent=1))
     out.with_suffix(".md").write_text(markdown(summary, bench))

@@ -50,3 +50,19 @@ def test_a_table_cell_is_placed_by_its_row_and_older_runs_lack_a2b1(bench):
     assert "| demo | 2 |" in dcs.markdown(summary, bench) and "| 1 / 1 |" in dcs.markdown(
         summary, bench
     )
+
+
+def test_a_fresh_checkout_gets_its_runs_back_from_the_results_json(tmp_path: Path):
+    import json
+
+    results = tmp_path / "study.json"
+    runs = [{"variant": "demo", "seed": 0, "x": 1}, {"variant": "dirichlet", "seed": 3, "x": 2}]
+    results.write_text(json.dumps({"summary": {}, "runs": runs}))
+    work = tmp_path / "work"
+    (work / "runs").mkdir(parents=True)
+    kept = work / "runs" / "demo_seed0.json"
+    kept.write_text(json.dumps({"variant": "demo", "seed": 0, "x": 9}))  # a newer local run
+    assert dcs.restore_runs(results, work) == 1
+    assert json.loads(kept.read_text())["x"] == 9  # what is there is never overwritten
+    assert json.loads((work / "runs" / "dirichlet_seed3.json").read_text()) == runs[1]
+    assert dcs.restore_runs(tmp_path / "missing.json", work) == 0
