@@ -268,6 +268,20 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def _code_commits(previous: Path, head: str | None) -> list[str]:
+    """Every commit an export of this table ran at, oldest first: the previous manifest's list
+    (or its single ``code_commit``), then ``head`` if new. A table built over several sittings
+    has rows from the commits between the first and the last; ``code_commit`` alone names only
+    the last export's."""
+    commits: list[str] = []
+    if previous.is_file():
+        old = json.loads(previous.read_text())
+        commits = list(old.get("code_commits") or [c for c in [old.get("code_commit")] if c])
+    if head and head not in commits:
+        commits.append(head)
+    return commits
+
+
 def _machine() -> dict[str, Any]:
     import torch
 
@@ -321,6 +335,7 @@ def export_table(config: BuildConfig, work_dir: str | Path | None = None) -> Pat
         work / "cache" / f"pretrained_{config.protocol.backbone}_"
         f"{config.protocol.pretrain_key()}.pt"
     )
+    head = _git_commit()
     manifest = {
         "name": config.name,
         "description": "Tabular benchmark of attention cells: every distinct cell of `space` "
@@ -344,7 +359,8 @@ def export_table(config: BuildConfig, work_dir: str | Path | None = None) -> Pat
         "baseline_seeds": list(config.baseline_seeds),
         "seconds_spent": round(seconds, 1),
         "pretrained_weights_sha256": _sha256(weights) if weights.is_file() else None,
-        "code_commit": _git_commit(),
+        "code_commit": head,
+        "code_commits": _code_commits(out / MANIFEST_FILENAME, head),
         "machine": _machine(),
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

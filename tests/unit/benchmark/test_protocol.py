@@ -4,6 +4,7 @@ the branch opening, the protocol's plain-data round trip."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -207,3 +208,20 @@ def test_recount_cost_corrects_a_wrong_count_and_nothing_else(tmp_path):
         (0, 0.5, flops), (1, 1.5, flops)
     ]  # fmt: skip
     assert fixed["top1"] == 1.0 and recount_cost(config) == []
+
+
+def test_the_manifest_keeps_every_commit_the_table_was_exported_at(tmp_path, monkeypatch):
+    from attnas.benchmark import build
+
+    config = build.BuildConfig(protocol=TINY, work_dir=str(tmp_path / "work"),
+                               out_root=str(tmp_path / "out"), max_cells=2)  # fmt: skip
+    manifest = tmp_path / "out" / config.name / "manifest.json"
+    for head in ("aaa", "bbb", "bbb", None):
+        monkeypatch.setattr(build, "_git_commit", lambda head=head: head)
+        build.export_table(config)
+    data = json.loads(manifest.read_text())
+    assert data["code_commits"] == ["aaa", "bbb"] and data["code_commit"] is None
+    manifest.write_text(json.dumps({"code_commit": "old"}))  # a manifest from before the list
+    monkeypatch.setattr(build, "_git_commit", lambda: "ccc")
+    build.export_table(config)
+    assert json.loads(manifest.read_text())["code_commits"] == ["old", "ccc"]
