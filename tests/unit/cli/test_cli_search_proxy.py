@@ -91,6 +91,11 @@ def test_cpu_demo_composes_to_the_proxy_search_of_the_default_table(hydra_ctx) -
     cfg = compose("search", overrides=["experiment=cpu_demo"])
     assert cfg.searcher.name == "differentiable" and cfg.proxy.benchmark == "distant_match_k2"
     assert len(cfg.proxy.seeds) >= 2 and cfg.seed not in cfg.proxy.seeds
+    # the derived-cell study's "dirichlet" variant (experiments/derived_cell_study.py), which
+    # that study chose for the demo
+    searcher = {k: cfg.searcher[k] for k in ("mode", "position_specific", "arch_lr", "dirichlet")}
+    assert searcher == {"mode": "joint", "position_specific": False, "arch_lr": 1e-2,
+                        "dirichlet": True}  # fmt: skip
     protocol = ProxyProtocol.from_dict(load(cfg.proxy.benchmark).manifest["protocol"])
     assert protocol.dataset == "distant_match"
     # the ordinary searches are untouched: no table unless asked for
