@@ -266,6 +266,11 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
     return "\n".join(lines)
 
 
+def run_path(work: Path, variant: str, seed: int) -> Path:
+    """Where one finished run of the study is kept under ``work``."""
+    return work / "runs" / f"{variant}_seed{seed}.json"
+
+
 def restore_runs(results: Path, work: Path) -> int:
     """Put the runs recorded in ``results`` (a previous summary's JSON, which is committed) back
     under ``work`` where they are missing, so that a fresh checkout resumes the study and
@@ -274,7 +279,7 @@ def restore_runs(results: Path, work: Path) -> int:
         return 0
     restored = 0
     for run in json.loads(results.read_text()).get("runs", []):
-        path = work / "runs" / f"{run['variant']}_seed{run['seed']}.json"
+        path = run_path(work, run["variant"], run["seed"])
         if not path.is_file():
             path.write_text(json.dumps(run, indent=1))
             restored += 1
@@ -299,7 +304,7 @@ def main() -> None:
     if not args.summary_only:
         for name in args.variants.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
-                path = work / "runs" / f"{name}_seed{seed}.json"
+                path = run_path(work, name, seed)
                 if path.is_file():
                     continue
                 run = run_one(name, seed, work)
