@@ -73,7 +73,15 @@ SEARCH_OPTIONS = {
     "arch_weight_decay": 1e-3,
     "warmup_epochs": 0,
     "temperature": 1.0,
+    "dirichlet": True,  # the demo's Dirichlet mixing (cpu_demo.yaml, since the derived-cell study)
 }
+
+
+def options_tag(options: dict[str, Any]) -> str:
+    """A short digest of the searcher options: a supergraph kept in the work folder is reused
+    only by a run with the same options."""
+    text = json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in options.items()})
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def feature_cache(protocol: ProxyProtocol, weights: Path) -> FeatureCache:
@@ -100,7 +108,7 @@ def trained_supergraph(
     from attnas.supergraph.search import DifferentiableSearchConfig, SupergraphFactory
 
     config = DifferentiableSearchConfig(**SEARCH_OPTIONS)
-    path = work / f"supergraph_seed{seed}.pt"
+    path = work / f"supergraph_{options_tag(SEARCH_OPTIONS)}_seed{seed}.pt"
     if path.is_file():
         saved = torch.load(path, weights_only=True)
         factory = SupergraphFactory(space, position_specific=False, temperature=config.temperature)
@@ -344,8 +352,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cells = bench.cells()[: args.limit]  # every cell unless --limit
     truth = np.array([bench.mean(c) for c in cells])
     expressed: list[bool] = []
-    top1s: dict[str, list[np.ndarray]] = {mode: [] for mode in BATCHNORM_MODES}
-    losses: dict[str, list[np.ndarray]] = {mode: [] for mode in BATCHNORM_MODES}
+    modes = list(args.modes)
+    top1s: dict[str, list[np.ndarray]] = {mode: [] for mode in modes}
+    losses: dict[str, list[np.ndarray]] = {mode: [] for mode in modes}
     seeds: list[dict[str, Any]] = []
     val = DataLoader(cache.data["val"], batch_size=256, shuffle=False)
     for seed in args.seeds:
@@ -361,8 +370,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         entry["restricting_one_part"] = restriction_parts(
             model, cache, args.calibration_batches, protocol.train.batch_size
         )
-        for mode in BATCHNORM_MODES:
-            store = args.work / f"scores_seed{seed}_{mode}_cb{args.calibration_batches}.json"
+        for mode in modes:
+            tag = options_tag(SEARCH_OPTIONS)
+            store = args.work / f"scores_{tag}_seed{seed}_{mode}_cb{args.calibration_batches}.json"
             result, seconds, scored = score_cells(
                 model,
                 cells,
@@ -400,7 +410,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for g, idx in groups.items()
             if len(idx) >= 10
         }
-        for mode in BATCHNORM_MODES
+        for mode in modes
     }
     per_cell = []
     for i, cell in enumerate(cells):
@@ -412,7 +422,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "table_mean": round(float(truth[i]), 5),
             "table_seeds": len(bench.values(cell)),
         }
-        for mode in BATCHNORM_MODES:
+        for mode in modes:
             row[f"oneshot_top1_{mode}"] = [round(float(s[i]), 5) for s in top1s[mode]]
             row[f"oneshot_loss_{mode}"] = [round(float(s[i]), 5) for s in losses[mode]]
         per_cell.append(row)
@@ -437,6 +447,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "clips": args.calibration_batches * protocol.train.batch_size,
         },
         "resamples": args.resamples,
+        "modes": modes,
         "seeds": seeds,
         "mean_over_seeds": mean_over_seeds,
         "cells": per_cell,
@@ -462,10 +473,15 @@ def _agreement_rows(label: str, groups: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _modes(result: dict[str, Any]) -> list[str]:
+    """The BatchNorm modes the cells were scored in (both, in a result from before ``--modes``)."""
+    return list(result.get("modes", BATCHNORM_MODES))
+
+
 def _summary(result: dict[str, Any]) -> list[str]:
     """One line per BatchNorm mode: τ over all cells per seed, and how many intervals hold 0."""
     lines = []
-    for mode in BATCHNORM_MODES:
+    for mode in _modes(result):
         taus = [s["modes"][mode]["by_top1"]["all"]["kendall_tau"] for s in result["seeds"]]
         with_zero = sum(1 for t in taus if not t["ci95"][0] > 0)
         spread = [s["modes"][mode]["oneshot_top1_range"] for s in result["seeds"]]
@@ -508,6 +524,10 @@ def report(result: dict[str, Any]) -> str:
         "when restricted to them; `f0+op1` cells (op 2 reads f0 and op 1) have no supergraph "
         "edge for f0 and are scored like their chain (see the oneshot module).",
         "",
+        "Searcher options: "
+        + ", ".join(f"`{k}` {v}" for k, v in result["search_options"].items())
+        + ".",
+        "",
         f"Reference: the table's own seed 0 against seed 1 over {ref['cells']} cells: Kendall τ "
         f"{_ci(ref['kendall_tau'])}, Spearman ρ {_ci(ref['spearman_rho'])}.",
         "",
@@ -522,14 +542,16 @@ def report(result: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
 
-    def per_cell(mode: dict[str, Any]) -> str:
+    def per_cell(mode: dict[str, Any] | None) -> str:
+        if mode is None:
+            return "not run"
         return "-" if mode["seconds_per_cell"] is None else f"{mode['seconds_per_cell']:.2f}"
 
     for s in result["seeds"]:
         lines.append(
             f"| {s['seed']} | {s['search_seconds']:.0f} | {100 * s['supergraph_val_top1']:.1f} % "
             f"| {s['entropies'].get('entropy/sink', float('nan')):.4f} "
-            f"| {per_cell(s['modes']['keep'])} | {per_cell(s['modes']['recalibrate'])} |"
+            f"| {per_cell(s['modes'].get('keep'))} | {per_cell(s['modes'].get('recalibrate'))} |"
         )
     lines += [
         "",
@@ -559,13 +581,13 @@ def report(result: dict[str, Any]) -> str:
     ]
     for s in result["seeds"]:
         lines += ["", f"## Seed {s['seed']}", *header]
-        for mode in BATCHNORM_MODES:
+        for mode in _modes(result):
             lines += _agreement_rows(mode, s["modes"][mode]["by_top1"])
-        for mode in BATCHNORM_MODES:
+        for mode in _modes(result):
             lines += _agreement_rows(f"{mode}, by loss", {"all": s["modes"][mode]["by_loss"]})
     if len(result["seeds"]) > 1:
         lines += ["", "## Mean one-shot top-1 over the seeds", *header]
-        for mode in BATCHNORM_MODES:
+        for mode in _modes(result):
             lines += _agreement_rows(mode, result["mean_over_seeds"][mode])
     lines += [
         "",
@@ -586,6 +608,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--limit", type=int, default=None, help="score only the first N cells")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "oneshot_ranking.json")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=BATCHNORM_MODES,
+        default=list(BATCHNORM_MODES),
+        help="BatchNorm modes to score the cells in (default: both)",
+    )
     parser.add_argument("--train-only", action="store_true", help="train the supergraphs, stop")
     parser.add_argument(
         "--report-only", action="store_true", help="rewrite the .md from the JSON in --out"

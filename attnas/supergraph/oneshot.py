@@ -178,7 +178,6 @@ def inherited_cell(supergraph: SuperGraph, cell: CellSpec) -> AttentionCell:
     )
     ref = next(supergraph.parameters())
     result.to(device=ref.device, dtype=ref.dtype)
-    t = aw.temperature
     with torch.no_grad():
         for k, node in enumerate(cell.ops, start=1):
             lv, j = nodes[k - 1]
@@ -186,7 +185,7 @@ def inherited_cell(supergraph: SuperGraph, cell: CellSpec) -> AttentionCell:
             if len(node.inputs) > 1:
                 edges = [i for i in node.inputs if i > 0 and depth[i] == lv - 1]
                 logits = torch.stack([aw.w_level[lv - 2, j, nodes[i - 1][1]] for i in edges])
-                probs = dict(zip(edges, torch.softmax(logits / t, dim=0)))
+                probs = dict(zip(edges, aw.mix(logits)))
                 zero = torch.zeros((), dtype=ref.dtype, device=ref.device)
                 result.input_weights[str(k)].copy_(
                     torch.stack([probs.get(i, zero) for i in node.inputs])
@@ -195,7 +194,7 @@ def inherited_cell(supergraph: SuperGraph, cell: CellSpec) -> AttentionCell:
             nn.init.zeros_(result.input_proj.weight)
             nn.init.zeros_(result.input_proj.bias)
         sink_index = [(lv - 1) * aw.num_nodes + j for lv, j in (nodes[o - 1] for o in cell.outputs)]
-        q = torch.softmax(aw.w_sink[sink_index] / t, dim=0)  # (|outputs|,)
+        q = aw.mix(aw.w_sink[sink_index])  # (|outputs|,)
         convs = [supergraph.sink_conv(*nodes[o - 1]) for o in cell.outputs]
         result.out_conv.weight.copy_(torch.cat([p * c.weight for p, c in zip(q, convs)], dim=1))
         result.out_conv.bias.copy_(sum(p * c.bias for p, c in zip(q, convs)))

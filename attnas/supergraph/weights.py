@@ -93,9 +93,15 @@ class ArchitectureWeights(nn.Module):
             rate = torch.ones_like(concentration)
             concentration = torch.distributions.Gamma(concentration, rate).rsample()
             concentration = concentration.clamp_min(1e-12)
-        if mask is not None:
-            concentration = concentration * mask
+        # a -inf logit (a restriction to one cell) gets weight 0, as under the softmax
+        off = torch.isneginf(logits) if mask is None else torch.isneginf(logits) | ~mask
+        concentration = concentration.masked_fill(off, 0.0)
         return concentration / concentration.sum(dim=-1, keepdim=True)
+
+    def mix(self, logits: torch.Tensor) -> torch.Tensor:
+        """The evaluation-mode mixing weights of a row of logits (last axis): the softmax, or
+        under Dirichlet mixing the Dirichlet mean. E.g. a cell's own edges, renormalised."""
+        return self._mix(logits, None, sample=False)
 
     def level_probs(self, sample: bool | None = None) -> torch.Tensor:
         """``(m-1, n, n)``: row ``[i-2, j]`` is node j's distribution over level i-1.

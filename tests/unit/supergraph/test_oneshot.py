@@ -27,6 +27,7 @@ from attnas.supergraph.oneshot import (
     recalibrate_batchnorm,
     restricted_weights,
 )
+from attnas.supergraph.weights import ArchitectureWeights
 
 SHAPE = (16, 4, 4, 4)  # (C, T, H, W)
 SPACE = load_space("attention_nas")
@@ -34,10 +35,12 @@ SPACE = load_space("attention_nas")
 NODES6 = list(SPACE.supergraph.nodes)
 
 
-def _supergraph(seed=0, levels=2):
+def _supergraph(seed=0, levels=2, dirichlet=False):
     torch.manual_seed(seed)
     acts = [SPACE.activations_for(t) for t, _ in NODES6]
-    sg = SuperGraph(levels, NODES6, SHAPE[0], SHAPE[0] // 4, SHAPE, acts).double()
+    aw = ArchitectureWeights(levels, NODES6, acts, dirichlet=dirichlet)
+    sg = SuperGraph(levels, NODES6, SHAPE[0], SHAPE[0] // 4, SHAPE, acts, arch_weights=aw)
+    sg = sg.double()
     aw = sg.arch_weights.double()  # not a submodule of the supergraph: converted on its own
     with torch.no_grad():
         sg.out_norm.weight.normal_()
@@ -81,11 +84,15 @@ def _x(batch=3, seed=1):
     return torch.randn(batch, *SHAPE, dtype=torch.float64)  # (B, C, T, H, W)
 
 
+@pytest.mark.parametrize("dirichlet", [False, True], ids=["softmax", "dirichlet"])
 @pytest.mark.parametrize(
     "cell", [CHAIN, PARALLEL, TWO_PREDECESSORS, SINGLE], ids=["chain", "parallel", "join", "single"]
 )
-def test_inherited_cell_equals_supergraph_restricted_to_it(cell):
-    sg = _supergraph(seed=len(cell.ops) + len(cell.outputs))
+def test_inherited_cell_equals_supergraph_restricted_to_it(cell, dirichlet):
+    """Under Dirichlet mixing the supergraph mixes with the Dirichlet mean (evaluation, or no
+    gradient), so the inherited cell's input and output weights are that mean over its own
+    choices, not their softmax."""
+    sg = _supergraph(seed=len(cell.ops) + len(cell.outputs), dirichlet=dirichlet)
     assert expresses(sg.arch_weights, cell)
     inherited = inherited_cell(sg, cell)
     acts = [SPACE.activations_for(t) for t, _ in NODES6]
@@ -232,8 +239,8 @@ class _Net(nn.Module):
         return self.fc(self.readout(x).mean(dim=(2, 3, 4)))  # (B, classes)
 
 
-def _net(seed=5):
-    net = _Net(_supergraph(seed=seed)).double()
+def _net(seed=5, dirichlet=False):
+    net = _Net(_supergraph(seed=seed, dirichlet=dirichlet)).double()
     with torch.no_grad():
         net.frozen.norm.running_mean.normal_()
         net.readout[1].running_mean.normal_()
@@ -249,9 +256,10 @@ def _batches(n=4, batch=6, seed=7):
     ]
 
 
+@pytest.mark.parametrize("dirichlet", [False, True], ids=["softmax", "dirichlet"])
 @pytest.mark.parametrize("batchnorm", ["keep", "recalibrate"])
-def test_scores_through_the_inherited_cell_equal_the_restricted_supergraph(batchnorm):
-    net = _net()
+def test_scores_through_the_inherited_cell_equal_the_restricted_supergraph(batchnorm, dirichlet):
+    net = _net(dirichlet=dirichlet)
     before = copy.deepcopy(net.state_dict())
     val, train = _batches(seed=7), _batches(seed=8)
     cells = [CHAIN, PARALLEL, SINGLE]
