@@ -97,6 +97,14 @@ function of the finished trials in the order they finished and the seed, not of 
 ``suggest`` was called (a restored searcher walks the same points at its first ``suggest``).
 ``restore`` replays finished trials in the order of their ``finished_at`` (the trial store
 records it), so a searcher restored from the store proposes what the original would have.
+
+A prior mean from a cheaper source (``prior_mean``, e.g. a trained supergraph's one-shot score
+of each cell, ``attnas.supergraph.oneshot``): a score per cell (by ``CellSpec.hash``),
+standardised over the scores given (a cell without one gets their mean). The GP's mean becomes
+c + w · s(x) (``_PriorMean``), w fitted with the other hyper-parameters by the marginal
+likelihood, so a prior that does not predict the outcomes is weighted down to about 0 and the
+model is the constant-mean GP again. The kernel sees only the cell's encoding; the score is one
+more input column that only the mean reads.
 """
 
 from __future__ import annotations
@@ -104,7 +112,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,6 +126,7 @@ from botorch.models.transforms.outcome import Standardize
 from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
 from gpytorch.constraints import GreaterThan
 from gpytorch.kernels import MaternKernel, ScaleKernel
+from gpytorch.means import Mean
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior, LogNormalPrior
 
@@ -165,7 +174,8 @@ class _FittedGP:
     y_mean: float
     y_std: float
     train_kmat: torch.Tensor  # (n, M): match matrix (categorical) or features (onehot)
-    alpha: torch.Tensor  # (n,): (K_TT + σ²I)^{-1} (y - c)
+    alpha: torch.Tensor  # (n,): (K_TT + σ²I)^{-1} (y - c - w s)
+    prior_weight: float = 0.0  # w of the prior mean c + w s(x) (0 without ``prior_mean``)
 
 
 @register_searcher("gpb")
@@ -197,6 +207,8 @@ class GPBandit(SearcherBase):
             with ``refit_growth`` > 0.
         chunk_size: candidates per batched posterior evaluation.
         shortlist: cells kept for the greedy batch (GP-BUCB) updates.
+        prior_mean: a score per cell hash from a cheaper source (module docstring, "A prior
+            mean"); None: a constant mean.
 
     Attributes:
         fit_report: ``GPFitReport`` of the last hyper-parameter fit (None before the first).
@@ -223,6 +235,7 @@ class GPBandit(SearcherBase):
         warm_maxiter: int = 20,
         chunk_size: int = 8192,
         shortlist: int = 1024,
+        prior_mean: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(space, seed)
         if failure_rule not in FAILURE_RULES:
@@ -259,6 +272,9 @@ class GPBandit(SearcherBase):
         self._gp: _FittedGP | None = None
         self._var_cache: tuple[int, np.ndarray, torch.Tensor] | None = None
         self.fit_report: GPFitReport | None = None
+        self._prior: dict[str, float] | None = _standardised(prior_mean)
+        self._prior_cache: dict[tuple[int, ...], float] = {}
+        self._prior_space: torch.Tensor | None = None  # the whole space's, ``all_vectors`` order
 
     # ------------------------------------------------------------------ resume
     def restore(self, records: Iterable[Any], metric: str = "top1") -> None:
@@ -395,7 +411,7 @@ class GPBandit(SearcherBase):
     def _condition(self, fitted: Any, vectors: np.ndarray, values: np.ndarray) -> Any:
         """A model of the same kind on ``vectors``/``values`` with ``fitted``'s hyper-parameters
         (its outcomes standardised afresh, as ``Standardize`` does for any new model)."""
-        x = self.encoder.features(vectors)  # (n, F)
+        x = self._inputs(vectors)  # (n, F) or (n, F + 1)
         y = torch.as_tensor(values, dtype=_DTYPE).unsqueeze(-1)  # (n, 1)
         model = self._new_model(x, y)
         for name in ("covar_module", "likelihood", "mean_module"):
@@ -404,11 +420,40 @@ class GPBandit(SearcherBase):
         return model
 
     def _new_model(self, x: torch.Tensor, y: torch.Tensor) -> Any:
+        width = x.shape[-1] - (self._prior is not None)  # the prior's column: the mean's only
+        dims = list(range(width)) if self._prior is not None else None
         if self.kernel == "categorical":
-            covar = _categorical_covar(x.shape[-1])
+            covar = _categorical_covar(width, active_dims=dims)
         else:
-            covar = get_covar_module_with_dim_scaled_prior(x.shape[-1], use_rbf_kernel=False)
-        return SingleTaskGP(x, y, covar_module=covar, outcome_transform=Standardize(m=1))
+            covar = get_covar_module_with_dim_scaled_prior(
+                width, use_rbf_kernel=False, active_dims=dims
+            )
+        mean = _PriorMean() if self._prior is not None else None
+        return SingleTaskGP(
+            x, y, covar_module=covar, mean_module=mean, outcome_transform=Standardize(m=1)
+        )
+
+    def _inputs(self, vectors: np.ndarray) -> torch.Tensor:
+        """The model's inputs: the encoder's features, and the prior score as a last column."""
+        x = self.encoder.features(vectors)  # (n, F)
+        if self._prior is None:
+            return x
+        return torch.cat([x, self._prior_of(vectors).unsqueeze(-1)], dim=-1)  # (n, F + 1)
+
+    def _prior_of(self, vectors: np.ndarray) -> torch.Tensor:
+        """The standardised prior score of each vector's cell (0 without a prior or a score).
+
+        Shape:
+            (n, D) -> (n,).
+        """
+        if self._prior is None:
+            return torch.zeros(len(vectors), dtype=_DTYPE)
+        out = []
+        for v in map(tuple, vectors.tolist()):
+            if v not in self._prior_cache:
+                self._prior_cache[v] = self._prior.get(self.space.decode(list(v)).hash(), 0.0)
+            out.append(self._prior_cache[v])
+        return torch.tensor(out, dtype=_DTYPE)
 
     def _fit(
         self, vectors: np.ndarray, values: np.ndarray, start: Any = None, cold: bool = True
@@ -420,7 +465,7 @@ class GPBandit(SearcherBase):
         given; with ``cold``, from the initial values and then the restarts (``fit_maxiter``
         steps each).
         """
-        x = self.encoder.features(vectors)  # (n, F)
+        x = self._inputs(vectors)  # (n, F) or (n, F + 1)
         y = torch.as_tensor(values, dtype=_DTYPE).unsqueeze(-1)  # (n, 1)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + len(values))
         best, best_mll = None, -math.inf
@@ -500,9 +545,13 @@ class GPBandit(SearcherBase):
             train_kmat=self._kmat(vectors),
             alpha=torch.empty(0, dtype=_DTYPE),
         )
+        if self._prior is not None:
+            gp.prior_weight = float(model.mean_module.weight.detach())
         k_tt = self._cross(gp, gp.train_kmat, gp.train_kmat)  # (n, n)
         chol = _cholesky(k_tt, gp.noise)
-        resid = (model.train_targets.detach().to(_DTYPE) - gp.constant).unsqueeze(-1)  # (n, 1)
+        targets = model.train_targets.detach().to(_DTYPE)
+        prior = gp.prior_weight * self._prior_of(vectors)  # (n,)
+        resid = (targets - gp.constant - prior).unsqueeze(-1)  # (n, 1)
         gp.alpha = torch.cholesky_solve(resid, chol).squeeze(-1)  # (n,)
         return gp
 
@@ -534,16 +583,24 @@ class GPBandit(SearcherBase):
         return gp.outputscale * (1.0 + s5r + (5.0 / 3.0) * r * r) * torch.exp(-s5r)
 
     def _marginals(
-        self, gp: _FittedGP, cand: torch.Tensor, cond: torch.Tensor, with_mean: bool = True
+        self,
+        gp: _FittedGP,
+        cand: torch.Tensor,
+        cond: torch.Tensor,
+        with_mean: bool = True,
+        prior: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Standardised posterior mean and variance of ``cand`` rows, conditioned on ``cond``.
 
         ``cond`` starts with the training cells (in ``training_data`` order); rows after them
-        are hallucinated at their posterior mean, so they shrink the variance only.
+        are hallucinated at their posterior mean, so they shrink the variance only. ``prior``:
+        the candidates' ``_prior_of`` (for the mean; needed with a prior mean).
 
         Shape:
-            cand: (N, M), cond: (n_c, M) -> mean (N,) or None, var (N,).
+            cand: (N, M), cond: (n_c, M), prior: (N,) -> mean (N,) or None, var (N,).
         """
+        if with_mean and self._prior is not None and prior is None:
+            raise ValueError("_marginals: a GP with a prior mean needs the candidates' prior")
         n_train = gp.train_kmat.shape[0]
         chol = _cholesky(self._cross(gp, cond, cond), gp.noise)  # (n_c, n_c)
         eye = torch.eye(cond.shape[0], dtype=_DTYPE)
@@ -553,6 +610,8 @@ class GPBandit(SearcherBase):
             k_ca = self._cross(gp, cand[start : start + self.chunk_size], cond)  # (c, n_c)
             if with_mean:
                 means.append(gp.constant + k_ca[:, :n_train] @ gp.alpha)  # (c,)
+                if prior is not None:
+                    means[-1] = means[-1] + gp.prior_weight * prior[start : start + len(k_ca)]
             w = k_ca @ linv_t  # (c, n_c)
             vars_.append((gp.outputscale - (w * w).sum(1)).clamp_min(0.0))  # (c,)
         mean = torch.cat(means) if with_mean else None
@@ -570,8 +629,9 @@ class GPBandit(SearcherBase):
         if len(vectors) == 0:
             raise RuntimeError("posterior() needs at least one completed observation")
         gp = self._fitted()
-        cand = self._kmat(np.array([self.space.encode(c) for c in cells], dtype=np.int64))
-        mean, var = self._marginals(gp, cand, gp.train_kmat)
+        vectors = np.array([self.space.encode(c) for c in cells], dtype=np.int64)
+        cand = self._kmat(vectors)
+        mean, var = self._marginals(gp, cand, gp.train_kmat, prior=self._prior_of(vectors))
         assert mean is not None
         return mean * gp.y_std + gp.y_mean, var * gp.y_std**2
 
@@ -598,6 +658,10 @@ class GPBandit(SearcherBase):
             if seen:
                 avail[torch.from_numpy(self.encoder.index_of(np.array(seen)))] = False
             mean = gp.constant + self._space_times(gp, train_vectors, gp.alpha.unsqueeze(-1))[0]
+            if self._prior is not None:
+                if self._prior_space is None:
+                    self._prior_space = self._prior_of(vectors)
+                mean = mean + gp.prior_weight * self._prior_space
             var = self._space_var(gp, cond_vectors)
             cand = None
         else:
@@ -824,7 +888,7 @@ class GPBandit(SearcherBase):
                 pool[v] = None
         vectors = np.array(list(pool), dtype=np.int64)
         cand = self._kmat(vectors)
-        mean, var = self._marginals(gp, cand, cond)
+        mean, var = self._marginals(gp, cand, cond, prior=self._prior_of(vectors))
         assert mean is not None
         root = math.sqrt(self.beta(t0))
         for _ in range(self.local_search_steps):
@@ -840,7 +904,9 @@ class GPBandit(SearcherBase):
                 break
             new_vectors = np.array(list(new), dtype=np.int64)
             new_cand = self._kmat(new_vectors)
-            new_mean, new_var = self._marginals(gp, new_cand, cond)
+            new_mean, new_var = self._marginals(
+                gp, new_cand, cond, prior=self._prior_of(new_vectors)
+            )
             assert new_mean is not None
             improved = float((new_mean + root * new_var.sqrt()).max()) > float(ucb.max())
             pool.update(new)
@@ -905,7 +971,7 @@ class _HammingKernel(CategoricalKernel):
         return res
 
 
-def _categorical_covar(num_factors: int) -> ScaleKernel:
+def _categorical_covar(num_factors: int, active_dims: list[int] | None = None) -> ScaleKernel:
     """ScaleKernel(CategoricalKernel) with priors that keep its hyper-parameters finite.
 
     BoTorch's ``MixedSingleTaskGP`` builds the same kernel without priors; on a few dozen cells
@@ -919,6 +985,7 @@ def _categorical_covar(num_factors: int) -> ScaleKernel:
     return ScaleKernel(
         _HammingKernel(
             ard_num_dims=num_factors,
+            active_dims=active_dims,
             lengthscale_prior=LogNormalPrior(
                 math.sqrt(2.0) + 0.5 * math.log(num_factors), math.sqrt(3.0)
             ),
@@ -926,6 +993,31 @@ def _categorical_covar(num_factors: int) -> ScaleKernel:
         ),
         outputscale_prior=GammaPrior(2.0, 0.15),
     )
+
+
+class _PriorMean(Mean):
+    """m(x) = c + w · x[..., -1]: a constant plus a fitted multiple of the cell's prior score,
+    the last input column (module docstring, "A prior mean"). Both start at 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_parameter("constant", torch.nn.Parameter(torch.zeros((), dtype=_DTYPE)))
+        self.register_parameter("weight", torch.nn.Parameter(torch.zeros((), dtype=_DTYPE)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.constant + self.weight * x[..., -1]
+
+
+def _standardised(scores: Mapping[str, float] | None) -> dict[str, float] | None:
+    """Scores minus their mean, over their standard deviation (None stays None)."""
+    if scores is None:
+        return None
+    values = np.array([float(v) for v in scores.values()], dtype=np.float64)
+    if len(values) == 0 or not np.isfinite(values).all():
+        raise ValueError("prior_mean: needs at least one score, every one finite")
+    std = float(values.std()) or 1.0
+    mean = float(values.mean())
+    return {str(k): (float(v) - mean) / std for k, v in scores.items()}
 
 
 def _cholesky(k: torch.Tensor, noise: float) -> torch.Tensor:

@@ -15,7 +15,7 @@ from botorch.models.kernels.categorical import CategoricalKernel
 
 from attnas.controller import CellEncoder, GPBandit, RandomSearch, TrialOutcome, TrialRecord
 from attnas.controller.gp_bandit import _base_kernel, _HammingKernel
-from attnas.space import load_space
+from attnas.space import SearchSpace, load_space
 
 TOP_K = 290  # the top 0.1% of the 290,304 cell vectors
 
@@ -413,3 +413,100 @@ def test_warm_refits_reach_the_cold_fit_likelihood(space) -> None:
     assert warm._fit_point == 60 and warm.fit_report.attempts == 1  # 60 < 2 * 39
     assert cold.fit_report.num_points == 60 and cold.fit_report.attempts == 1
     assert mll(warm) > mll(cold) - 0.05  # per training point
+
+
+# ---------------------------------------------------------------------------- prior mean
+
+
+@pytest.fixture(scope="module")
+def table_space():
+    """The tabular benchmark's K = 2 space (1,728 vectors, 1,452 distinct cells)."""
+    from attnas.benchmark import load
+
+    return SearchSpace.from_dict(load("distant_match_k2").manifest["space"])
+
+
+def _k2_cells(space):
+    from attnas.benchmark.synthetic import synthetic_mean
+
+    cells = {c.hash(): c for c in space.enumerate()}
+    return list(cells.values()), {h: synthetic_mean(c, 0) for h, c in cells.items()}
+
+
+def _observe_random(gp, space, truth, n, seed=1):
+    rng = random.Random(seed)
+    while len(gp.observations) < n:
+        cell = space.sample(rng)
+        if cell.hash() not in gp._observed:
+            gp.observe(cell, truth[cell.hash()])
+
+
+@pytest.mark.parametrize("kernel", ["categorical", "onehot"])
+def test_prior_mean_fast_posterior_equals_botorch_posterior(table_space, kernel: str) -> None:
+    """With a prior mean c + w s(x) the fast path's means and variances (some cells, and the
+    whole space as ``suggest`` scores it) are BoTorch's posterior of the fitted model."""
+    cells, truth = _k2_cells(table_space)
+    noisy = np.random.default_rng(0)
+    prior = {h: v + 0.02 * noisy.normal() for h, v in truth.items()}
+    gp = GPBandit(table_space, kernel=kernel, prior_mean=prior, fit_restarts=0, fit_maxiter=30)
+    _observe_random(gp, table_space, truth, 20)
+    fitted = gp._fitted()
+    assert fitted.prior_weight > 0.3  # an informative prior is used
+    vectors = np.array([table_space.encode(c) for c in cells[:60]])
+    mean, var = gp.posterior(cells[:60])
+    post = fitted.model.posterior(gp._inputs(vectors))
+    scale = fitted.y_std
+    torch.testing.assert_close(mean, post.mean.squeeze(-1), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(var, post.variance.squeeze(-1), rtol=1e-9, atol=1e-9 * scale)
+    if kernel == "categorical":  # the whole-space path of ``suggest``
+        train, _ = gp.training_data()
+        space_mean = fitted.constant + gp._space_times(fitted, train, fitted.alpha[:, None])[0]
+        space_mean = space_mean + fitted.prior_weight * gp._prior_of(gp.encoder.all_vectors())
+        ref, _ = gp._marginals(
+            fitted,
+            gp._kmat(gp.encoder.all_vectors()),
+            fitted.train_kmat,
+            prior=gp._prior_of(gp.encoder.all_vectors()),
+        )
+        torch.testing.assert_close(space_mean, ref, rtol=0, atol=1e-10)
+
+
+def test_a_prior_that_predicts_nothing_is_weighted_down(table_space) -> None:
+    cells, truth = _k2_cells(table_space)
+    shuffled = list(truth.values())
+    random.Random(3).shuffle(shuffled)
+    weights = {}
+    for name, prior in [("true", truth), ("shuffled", dict(zip(truth, shuffled)))]:
+        gp = GPBandit(table_space, prior_mean=prior, fit_restarts=0, fit_maxiter=50)
+        _observe_random(gp, table_space, truth, 40)
+        weights[name] = gp._fitted().prior_weight
+    assert weights["true"] > 0.5, weights
+    assert abs(weights["shuffled"]) < 0.25 * weights["true"], weights
+
+
+def test_an_informative_prior_finds_top_cells_sooner(table_space) -> None:
+    """The true means as the prior: GP-UCB reaches a top-1 % cell in fewer evaluations than
+    without, on every seed (batches of 4 after 4 random cells)."""
+    cells, truth = _k2_cells(table_space)
+    threshold = np.quantile(list(truth.values()), 0.99)
+
+    def evals(seed, prior):
+        gp = GPBandit(table_space, seed=seed, prior_mean=prior, fit_restarts=0, fit_maxiter=30)
+        for n in range(1, 201):
+            (cell,) = gp.suggest(1)
+            gp.observe(cell, truth[cell.hash()])
+            if truth[cell.hash()] >= threshold:
+                return n
+        return 201
+
+    with_prior = [evals(s, truth) for s in range(3)]
+    without = [evals(s, None) for s in range(3)]
+    assert max(with_prior) <= 8, with_prior
+    assert all(a <= b for a, b in zip(with_prior, without)), (with_prior, without)
+
+
+def test_a_prior_mean_with_a_bad_score_is_refused(table_space) -> None:
+    with pytest.raises(ValueError, match="prior_mean"):
+        GPBandit(table_space, prior_mean={"abc": float("nan")})
+    with pytest.raises(ValueError, match="prior_mean"):
+        GPBandit(table_space, prior_mean={})
