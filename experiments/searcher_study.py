@@ -10,6 +10,10 @@ pending trials in flight), up to the largest of ``--budgets`` finished trials. S
 ``gpb_onehot``  attnas GPB, one-hot Matern-5/2 alternative
 ``gpb_cold``    attnas GPB with every refit cold (``warm_maxiter=0``): the warm-start ablation,
                 run only when named in ``--searchers``
+``gpb_oneshot`` attnas GPB with a trained supergraph's one-shot scores as its prior mean
+                (``prior_mean``; the scores: ``experiments.oneshot_ranking``'s JSON, which must
+                hold every cell of the table), run only when named; ``priors`` records what the
+                scores cost (search and scoring CPU seconds, and in the table's trials)
 ``random``      random search
 ``evolution``   regularised evolution (P = 20, S = 5)
 ``optuna_tpe``  Optuna TPE, multivariate, constant liar (``attnas.controller.peers``)
@@ -94,10 +98,54 @@ from attnas.space import SearchSpace, load_space
 log = logging.getLogger("experiments.searcher_study")
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# ``gpb_oneshot``'s prior: one-shot top-1 of every table cell (BatchNorm recalibrated)
+ONESHOT_SCORES = RESULTS_DIR / "oneshot_ranking.json"
+ONESHOT_MODE = "recalibrate"
+
+
+def oneshot_scores(path: Path | None = None) -> tuple[dict[str, float], dict[str, Any]]:
+    """The one-shot scores of ``experiments.oneshot_ranking`` (mean over its search seeds) by
+    cell hash, and what they cost: the searches' and the scoring's seconds.
+
+    Raises:
+        ValueError: the file is missing, unreadable, or holds no ``recalibrate`` scores.
+    """
+    path = ONESHOT_SCORES if path is None else path
+    if not path.is_file():
+        raise ValueError(f"{path}: missing; run python -m experiments.oneshot_ranking first")
+    data = json.loads(path.read_text())
+    key = f"oneshot_top1_{ONESHOT_MODE}"
+    rows = [r for r in data.get("cells", []) if r.get(key)]
+    if not rows:
+        raise ValueError(f"{path}: holds no {key!r} scores")
+    scores = {r["cell_hash"]: float(np.mean(r[key])) for r in rows}
+    seeds = data.get("seeds", [])
+    cost = {
+        "source": path.name,
+        "mode": ONESHOT_MODE,
+        "cells": len(scores),
+        "search_seeds": [s["seed"] for s in seeds],
+        "search_s": round(sum(s["search_seconds"] for s in seeds), 1),
+        "scoring_s": round(
+            sum(
+                (s["modes"][ONESHOT_MODE].get("seconds_per_cell") or 0.0) * len(scores)
+                for s in seeds
+            ),
+            1,
+        ),
+    }
+    return scores, cost
+
+
+def _oneshot_gpb(space: SearchSpace, seed: int) -> GPBandit:
+    return GPBandit(space, seed=seed, prior_mean=oneshot_scores()[0])
+
+
 SEARCHERS: dict[str, Callable[[SearchSpace, int], Any]] = {
     "gpb": lambda space, seed: GPBandit(space, seed=seed),
     "gpb_onehot": lambda space, seed: GPBandit(space, seed=seed, kernel="onehot"),
     "gpb_cold": lambda space, seed: GPBandit(space, seed=seed, warm_maxiter=0),
+    "gpb_oneshot": _oneshot_gpb,
     "random": lambda space, seed: RandomSearch(space, seed=seed),
     "evolution": lambda space, seed: RegularizedEvolution(space, seed=seed),
     "optuna_tpe": lambda space, seed: build_searcher("optuna_tpe", space, seed=seed),
@@ -105,7 +153,7 @@ SEARCHERS: dict[str, Callable[[SearchSpace, int], Any]] = {
     "botorch_mixed": lambda space, seed: build_searcher("botorch_mixed", space, seed=seed),
 }
 PEERS = ("optuna_tpe", "optuna_gp", "botorch_mixed")
-ABLATIONS = ("gpb_cold",)  # run only when named (``--searchers``)
+ABLATIONS = ("gpb_cold", "gpb_oneshot")  # run only when named (``--searchers``)
 DEFAULT_SEARCHERS = tuple(s for s in SEARCHERS if s not in ABLATIONS)
 BUDGETS = (25, 50, 100, 200)
 QUICK = {"seeds": 3, "budgets": (10, 20, 30)}
@@ -588,6 +636,24 @@ def study(
     budgets = sorted(int(b) for b in budgets)
     unavailable = {p: peer_unavailable(p) for p in PEERS if p in searchers}
     unavailable = {p: why for p, why in unavailable.items() if why is not None}
+    priors: dict[str, Any] = {}
+    if "gpb_oneshot" in searchers:
+        try:
+            scores, priors["gpb_oneshot"] = oneshot_scores()
+            missing = [c for c in bench.cells() if c.hash() not in scores]
+            if missing:
+                raise ValueError(
+                    f"{ONESHOT_SCORES}: no one-shot score for {len(missing)} of the table's "
+                    f"{len(bench)} cells (e.g. {missing[0].hash()})"
+                )
+            walls = [r.wall_s for c in bench.cells() for r in bench.rows(c) if r.wall_s]
+            cpu = priors["gpb_oneshot"]["search_s"] + priors["gpb_oneshot"]["scoring_s"]
+            priors["gpb_oneshot"]["cpu_s"] = round(cpu, 1)
+            priors["gpb_oneshot"]["trial_s_mean"] = round(float(np.mean(walls)), 2)
+            priors["gpb_oneshot"]["trials_equivalent"] = round(cpu / float(np.mean(walls)), 1)
+        except ValueError as err:
+            unavailable["gpb_oneshot"] = str(err)
+            priors.pop("gpb_oneshot", None)
     for name, why in unavailable.items():
         print(f"[study] {name} cannot run here: {why}", file=sys.stderr, flush=True)
     payload: dict[str, Any] = {
@@ -615,6 +681,7 @@ def study(
             "jobs": jobs,
         },
         "unavailable": unavailable,
+        "priors": priors,
         "runs": [],
     }
     plan = [

@@ -227,3 +227,49 @@ def test_runs_in_job_processes_equal_runs_in_one(bench):
     assert parallel["machine"]["jobs"] == 2
     with pytest.raises(ValueError, match="jobs must be >= 1"):
         st.study(bench, jobs=0, **kwargs)
+
+
+def _oneshot_json(path: Path, bench, cells) -> None:
+    """An ``oneshot_ranking`` result scoring ``cells`` by their table mean (a perfect prior)."""
+    rows = [{"cell_hash": c.hash(), "oneshot_top1_recalibrate": [bench.mean(c)]} for c in cells]
+    seeds = [{"seed": 0, "search_seconds": 300.0,
+              "modes": {"recalibrate": {"seconds_per_cell": 1.5}}}]  # fmt: skip
+    path.write_text(json.dumps({"cells": rows, "seeds": seeds}))
+
+
+def test_gpb_with_the_oneshot_prior_runs_and_says_what_the_prior_cost(
+    bench, tmp_path: Path, monkeypatch
+):
+    scores = tmp_path / "oneshot.json"
+    _oneshot_json(scores, bench, bench.cells())
+    monkeypatch.setattr(st, "ONESHOT_SCORES", scores)
+    payload = st.study(bench, searchers=("gpb_oneshot",), seeds=1, workers=(1,), budgets=(10,),
+                       progress=False)  # fmt: skip
+    (run,) = payload["runs"]
+    assert "error" not in run, run.get("error")
+    assert len(set(run["trials"])) == 10 and run["failed"] == 0
+    prior = payload["priors"]["gpb_oneshot"]
+    assert (prior["cells"], prior["search_s"]) == (164, 300.0)
+    assert prior["scoring_s"] == pytest.approx(1.5 * 164)
+    assert prior["cpu_s"] == pytest.approx(300 + 1.5 * 164)
+    ratio = prior["cpu_s"] / prior["trial_s_mean"]
+    assert prior["trials_equivalent"] == pytest.approx(ratio, abs=0.1)
+    # the perfect prior: a top-1 % cell within the first trials after the random ones
+    assert run["true_means"].index(max(run["true_means"])) < 6
+
+
+def test_gpb_oneshot_without_scores_for_every_cell_is_reported_not_run(
+    bench, tmp_path: Path, monkeypatch
+):
+    scores = tmp_path / "oneshot.json"
+    _oneshot_json(scores, bench, bench.cells()[:100])
+    monkeypatch.setattr(st, "ONESHOT_SCORES", scores)
+    payload = st.study(bench, searchers=("random", "gpb_oneshot"), seeds=1, workers=(1,),
+                       budgets=(5,), progress=False)  # fmt: skip
+    why = payload["unavailable"]["gpb_oneshot"]
+    assert str(scores) in why and "64 of the table's 164 cells" in why
+    assert {r["searcher"] for r in payload["runs"]} == {"random"}
+    monkeypatch.setattr(st, "ONESHOT_SCORES", tmp_path / "absent.json")
+    payload = st.study(bench, searchers=("gpb_oneshot",), seeds=1, workers=(1,), budgets=(5,),
+                       progress=False)  # fmt: skip
+    assert "absent.json: missing" in payload["unavailable"]["gpb_oneshot"]
