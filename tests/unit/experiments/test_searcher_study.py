@@ -105,6 +105,13 @@ def test_goals_compare_gpb_with_random_the_best_peer_and_one_worker():
     assert peer["value"] == pytest.approx(22 / 18) and not peer["met"]
     assert not rows["gpb regret at 50 against the best peer's (optuna_gp, w=1)"]["met"]
     assert rows["gpb 8 workers / 1 worker trials to top 1 %"]["value"] == pytest.approx(1.5)
+    # a GPB variant against default GPB at the same worker count (censored seeds count as 50)
+    summary["gpb_onehot/w1"] = group("gpb_onehot", 1, [5, 1], 0.0)
+    summary["gpb_onehot/w1"]["trials_to_top1pct"]["per_seed"] = [5, None]
+    (row,) = st.variants(summary, budgets=(25, 50))
+    assert row["variant"] == "gpb_onehot/w1" and row["seeds"] == [2, 2]
+    assert row["trials_to_top1pct_ratio"] == pytest.approx(55 / 22)
+    assert row["regret@50"] == [0.0, 0.01]
 
 
 def test_an_unavailable_peer_is_reported_not_run(bench, monkeypatch):
