@@ -10,6 +10,8 @@ pending trials in flight), up to the largest of ``--budgets`` finished trials. S
 ``gpb_onehot``  attnas GPB, one-hot Matern-5/2 alternative
 ``gpb_cold``    attnas GPB with every refit cold (``warm_maxiter=0``): the warm-start ablation,
                 run only when named in ``--searchers``
+``gpb_beta0.2`` attnas GPB with the GP-UCB schedule's β_t scaled by 1/5 (``beta_scale``, as
+                Srinivas et al. ran it): less exploration; run only when named
 ``gpb_oneshot`` attnas GPB with a trained supergraph's one-shot scores as its prior mean
                 (``prior_mean``; the scores: ``experiments.oneshot_ranking``'s JSON, which must
                 hold every cell of the table), run only when named; ``priors`` records what the
@@ -145,6 +147,7 @@ SEARCHERS: dict[str, Callable[[SearchSpace, int], Any]] = {
     "gpb": lambda space, seed: GPBandit(space, seed=seed),
     "gpb_onehot": lambda space, seed: GPBandit(space, seed=seed, kernel="onehot"),
     "gpb_cold": lambda space, seed: GPBandit(space, seed=seed, warm_maxiter=0),
+    "gpb_beta0.2": lambda space, seed: GPBandit(space, seed=seed, beta_scale=0.2),
     "gpb_oneshot": _oneshot_gpb,
     "random": lambda space, seed: RandomSearch(space, seed=seed),
     "evolution": lambda space, seed: RegularizedEvolution(space, seed=seed),
@@ -153,7 +156,7 @@ SEARCHERS: dict[str, Callable[[SearchSpace, int], Any]] = {
     "botorch_mixed": lambda space, seed: build_searcher("botorch_mixed", space, seed=seed),
 }
 PEERS = ("optuna_tpe", "optuna_gp", "botorch_mixed")
-ABLATIONS = ("gpb_cold", "gpb_oneshot")  # run only when named (``--searchers``)
+ABLATIONS = ("gpb_cold", "gpb_beta0.2", "gpb_oneshot")  # run only when named (``--searchers``)
 DEFAULT_SEARCHERS = tuple(s for s in SEARCHERS if s not in ABLATIONS)
 BUDGETS = (25, 50, 100, 200)
 QUICK = {"seeds": 3, "budgets": (10, 20, 30)}
@@ -437,7 +440,7 @@ def goals(summary: Mapping[str, Mapping[str, Any]], budgets: Sequence[int]) -> l
     return rows
 
 
-GPB_VARIANTS = ("gpb_onehot", "gpb_cold", "gpb_oneshot")
+GPB_VARIANTS = ("gpb_onehot", "gpb_cold", "gpb_beta0.2", "gpb_oneshot")
 
 
 def variants(
