@@ -822,7 +822,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--allow-partial", action="store_true", help="study an incomplete table")
     parser.add_argument(
-        "--searchers", nargs="+", default=list(DEFAULT_SEARCHERS), choices=list(SEARCHERS)
+        "--searchers",
+        nargs="+",
+        default=None,
+        choices=list(SEARCHERS),
+        help="(default: the default searchers, and every searcher the JSON at --out holds)",
     )
     parser.add_argument("--seeds", type=int, default=None, help="seeds per searcher (20)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 8])
@@ -835,6 +839,19 @@ def _parser() -> argparse.ArgumentParser:
         "--fresh", action="store_true", help="start over instead of resuming the JSON at --out"
     )
     return parser
+
+
+def default_searchers(out: Path, resume: bool = True) -> list[str]:
+    """The searchers a study runs when none are named: the defaults, and those the study being
+    resumed at ``out`` holds runs of (an ablation run once by name is continued, not refused)."""
+    names = list(DEFAULT_SEARCHERS)
+    if resume and out.is_file():
+        try:
+            held = {r.get("searcher") for r in json.loads(out.read_text()).get("runs", [])}
+        except (json.JSONDecodeError, AttributeError):
+            held = set()  # ``study`` names what is wrong with the file
+        names += [s for s in SEARCHERS if s in held and s not in names]
+    return names
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -852,10 +869,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out
         or RESULTS_DIR / f"searcher_study_{bench.name}{'_quick' if args.quick else ''}.json"
     )
+    searchers = args.searchers or default_searchers(out, resume=not args.fresh)
     try:
         payload = study(
             bench,
-            searchers=args.searchers,
+            searchers=searchers,
             seeds=seeds,
             workers=args.workers,
             budgets=budgets,

@@ -280,3 +280,12 @@ def test_gpb_oneshot_without_scores_for_every_cell_is_reported_not_run(
     payload = st.study(bench, searchers=("gpb_oneshot",), seeds=1, workers=(1,), budgets=(5,),
                        progress=False)  # fmt: skip
     assert "absent.json: missing" in payload["unavailable"]["gpb_oneshot"]
+
+
+def test_the_command_line_continues_the_searchers_the_study_holds(bench, tmp_path: Path):
+    out = tmp_path / "study.json"
+    assert st.default_searchers(out) == list(st.DEFAULT_SEARCHERS)  # no study yet
+    st.study(bench, searchers=("random", "gpb_cold"), seeds=1, workers=(1,), budgets=(5,),
+             out=out, progress=False)  # fmt: skip
+    assert st.default_searchers(out) == [*st.DEFAULT_SEARCHERS, "gpb_cold"]
+    assert st.default_searchers(out, resume=False) == list(st.DEFAULT_SEARCHERS)
