@@ -137,8 +137,15 @@ def run_proxy(cfg: Any, space: Any, plan: ProxyPlan, run: RunDir) -> SearchOutpu
         ),
         extra_sections=_table_section(table, cell_file, placement, plan, wall),
     )
+    recalibrated = search.get("top1_bn_recalibrated")
     summary = [
-        f"search: top-1 of the supergraph network {pct(search.get('top1'))}",
+        f"search: top-1 of the supergraph network {pct(search.get('top1'))}"
+        + (
+            ""
+            if recalibrated is None
+            else f" ({pct(recalibrated)} with its BatchNorm statistics re-estimated under the "
+            "mean mixing weights)"
+        ),
         f"cell {cell_file.name}: {cell_line(cell)}",
     ]
     for key, row in rows.items():
@@ -199,6 +206,12 @@ def _search(
         "num_classes": cache.num_classes,
         "arch_steps": result.arch_steps,
     }
+    if plan.config.dirichlet:  # its statistics were gathered under sampled mixing weights
+        from attnas.benchmark.search import recalibrated_top1
+
+        search["top1_bn_recalibrated"] = recalibrated_top1(
+            result.model, cache, plan.protocol.train.batch_size
+        )
     done.parent.mkdir(parents=True, exist_ok=True)
     done.write_text(json.dumps(search))
     return files[0], search

@@ -131,6 +131,12 @@ def test_proxy_demo_flow_reports_uncertainty_and_the_table(
     assert "The table is partial" in text and "percentile" in text
     assert "The table's own backbone alone: 50.00%" in text
     assert any(line.startswith("retrained derived: top-1") for line in out.summary)
+    # the demo mixes with Dirichlet samples: the supergraph's own top-1 is also given with its
+    # BatchNorm statistics re-estimated under the mean weights it is evaluated with
+    search = json.loads((out.run_dir / "proxy" / "search.json").read_text())
+    assert 0.0 <= search["top1_bn_recalibrated"] <= 1.0
+    line = next(x for x in out.summary if x.startswith("search: top-1 of the supergraph"))
+    assert "with its BatchNorm statistics re-estimated" in line
     # every retraining trial is kept: a resumed run does not train again
     kept = sorted(p.relative_to(out.run_dir).as_posix() for p in out.run_dir.rglob("seed*.json"))
     assert kept == [f"proxy/retrain/{k}/seed{s}.json" for k in ("derived", "none", "nonlocal")

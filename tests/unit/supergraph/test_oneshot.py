@@ -326,3 +326,26 @@ def test_recalibration_averages_the_batches_and_leaves_frozen_norms_alone():
 def test_recalibrate_needs_a_calibration_loader():
     with pytest.raises(ValueError, match="calibration loader"):
         evaluate_cells(_net(), [CHAIN], _batches(), batchnorm="recalibrate")
+
+
+def test_recalibrated_top1_re_estimates_a_copy_and_leaves_the_model_alone():
+    from types import SimpleNamespace
+
+    from torch.utils.data import TensorDataset
+
+    from attnas.benchmark.search import recalibrated_top1
+
+    net = _net(dirichlet=True)
+    train, val = _batches(n=2, seed=3), _batches(n=2, seed=4)
+    data = {
+        name: TensorDataset(torch.cat([x for x, _ in b]), torch.cat([y for _, y in b]))
+        for name, b in (("train", train), ("val", val))
+    }
+    before = copy.deepcopy(net.state_dict())
+    top1 = recalibrated_top1(net, SimpleNamespace(data=data), batch_size=6, batches=2)
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the model is not changed
+    manual = copy.deepcopy(net)
+    recalibrate_batchnorm(manual, train, 2)
+    assert top1 == evaluate(manual, val).top1
+    assert evaluate(manual, val).loss != pytest.approx(evaluate(net, val).loss)  # it mattered
