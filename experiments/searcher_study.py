@@ -284,15 +284,21 @@ def bootstrap_ci(values: Sequence[float], seed: int = 0) -> tuple[float, float, 
     return point, float(low), float(high)
 
 
-def ratio_ci(a: Sequence[float], b: Sequence[float], seed: int = 0) -> tuple[float, float, float]:
-    """mean(a) / mean(b) with a 95 % bootstrap interval (a and b resampled independently)."""
+def ratio_ci(
+    a: Sequence[float], b: Sequence[float], seed: int = 0, paired: bool = False
+) -> tuple[float, float, float]:
+    """mean(a) / mean(b) with a 95 % bootstrap interval: a and b resampled independently, or
+    with ``paired`` (a[i] and b[i] from the same seed) the same seeds for both."""
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     point = float(x.mean() / y.mean()) if y.mean() else math.inf
     if len(x) < 2 or len(y) < 2:
         return point, point, point
+    if paired and len(x) != len(y):
+        raise ValueError(f"a paired ratio needs as many values in a as in b ({len(x)}, {len(y)})")
     rng = np.random.default_rng(seed)
-    xs = x[rng.integers(0, len(x), size=(BOOTSTRAP, len(x)))].mean(axis=1)
-    ys = y[rng.integers(0, len(y), size=(BOOTSTRAP, len(y)))].mean(axis=1)
+    idx = rng.integers(0, len(x), size=(BOOTSTRAP, len(x)))
+    xs = x[idx].mean(axis=1)
+    ys = y[idx if paired else rng.integers(0, len(y), size=(BOOTSTRAP, len(y)))].mean(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         low, high = np.percentile(xs / ys, [2.5, 97.5])
     return point, float(low), float(high)
@@ -383,6 +389,7 @@ def summarise(
             "searcher": group[0]["searcher"],
             "workers": group[0]["workers"],
             "seeds": len(group),
+            "seed_ids": [r["seed"] for r in group],  # the order of every per_seed list
             "trials_to_top1pct": _censored([m["trials_to_top1pct"] for m in metrics], cap),
             "trials_to_best": _censored([m["trials_to_best"] for m in metrics], cap),
             "regret": regret,
@@ -448,7 +455,10 @@ def variants(
 ) -> list[dict[str, Any]]:
     """Each GPB variant (a remedy or an ablation) against default GPB, per worker count: the
     ratio of mean trials to the top 1 % with its bootstrap CI (below 1: the variant is faster),
-    and both regrets at 50 trials. A remedy is kept only if this says it helps."""
+    and both regrets at 50 trials. A remedy is kept only if this says it helps.
+
+    The variants share GPB's seeds (and so its random initial cells): with as many seeds each,
+    the interval resamples seeds in pairs (``paired``), else independently."""
     cap = max(budgets)
     regret_at = str(50 if 50 in budgets else max(budgets))
     rows = []
@@ -460,11 +470,15 @@ def variants(
             [cap if v is None else v for v in summary[k]["trials_to_top1pct"]["per_seed"]]
             for k in (key, base)
         )
-        value, low, high = ratio_ci(a, b)
+        paired = s.get("seed_ids") is not None and s.get("seed_ids") == summary[base].get(
+            "seed_ids"
+        )
+        value, low, high = ratio_ci(a, b, paired=paired)
         rows.append(
             {
                 "variant": key,
                 "seeds": [len(a), len(b)],
+                "paired": paired,
                 "trials_to_top1pct_ratio": value,
                 "ci95": [low, high],
                 f"regret@{regret_at}": [s["regret"][regret_at]["mean"],

@@ -111,7 +111,15 @@ def test_goals_compare_gpb_with_random_the_best_peer_and_one_worker():
     (row,) = st.variants(summary, budgets=(25, 50))
     assert row["variant"] == "gpb_onehot/w1" and row["seeds"] == [2, 2]
     assert row["trials_to_top1pct_ratio"] == pytest.approx(55 / 22)
-    assert row["regret@50"] == [0.0, 0.01]
+    assert row["regret@50"] == [0.0, 0.01] and not row["paired"]  # no seed ids: unpaired
+    for key in ("gpb/w1", "gpb_onehot/w1"):
+        summary[key]["seed_ids"] = [0, 1]
+    (paired,) = st.variants(summary, budgets=(25, 50))
+    assert paired["paired"] and paired["trials_to_top1pct_ratio"] == row["trials_to_top1pct_ratio"]
+    # pairs resampled together: every resample is a mean of (5, 10) and (50, 12) pairs
+    assert paired["ci95"][0] >= 5 / 10 - 1e-12 and paired["ci95"][1] <= 50 / 12 + 1e-12
+    with pytest.raises(ValueError, match="paired ratio needs as many"):
+        st.ratio_ci([1, 2], [1, 2, 3], paired=True)
 
 
 def test_an_unavailable_peer_is_reported_not_run(bench, monkeypatch):
