@@ -97,14 +97,23 @@ def test_search_cost_rows_report_every_ratio_with_its_rounds(tmp_path: Path) -> 
         "search_cost/epoch_time",
         "search_cost/over_backbone",
         "search_cost/cell_machinery",
+        "search_cost/dirichlet_epoch_time",
+        "search_cost/dirichlet_over_search",
         "search_cost/ratio_spread",
     ]
-    goals = {"epoch_time": "1.25x", "over_backbone": "1.5x", "cell_machinery": "1.05x"}
+    goals = {
+        "epoch_time": "1.25x",
+        "over_backbone": "1.5x",
+        "cell_machinery": "1.05x",
+        "dirichlet_epoch_time": "1.25x",
+    }
     for key, bound in goals.items():
         row = rows[f"search_cost/{key}"]
         assert row["unit"] == "x" and bound in row["goal"] and row["met"] in (True, False)
         d = row["details"]
-        assert set(d["epoch_ms"]) == {"search", "derived", "bare", "op_cell", "nonlocal"}
+        assert set(d["epoch_ms"]) == {
+            "search", "search_dirichlet", "derived", "bare", "op_cell", "nonlocal"
+        }  # fmt: skip
         assert all(len(v) == d["rounds"] for v in d["round_epoch_ms"].values())
         assert len(d["round_ratios"]) == d["rounds"]
         assert set(d["step_peak_mib"]) == set(d["epoch_ms"])
@@ -113,6 +122,10 @@ def test_search_cost_rows_report_every_ratio_with_its_rounds(tmp_path: Path) -> 
     assert details["supergraph_fused"] is True
     # the one-op cell and the non-local block are the same computation
     assert details["op_cell_vs_nonlocal_tied_max_abs_diff"] < 1e-4
+    extra = rows["search_cost/dirichlet_over_search"]
+    assert extra["met"] is None and len(extra["details"]["round_ratios"]) == details["rounds"]
+    ms = extra["details"]["epoch_ms"]
+    assert ms["search_dirichlet"] == details["epoch_ms"]["search_dirichlet"]
     spread = rows["search_cost/ratio_spread"]
     assert spread["met"] is None and spread["value"] >= 1.0
     assert spread["value"] == pytest.approx(
