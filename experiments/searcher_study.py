@@ -94,13 +94,15 @@ from attnas.controller import (
     peer_unavailable,
     peer_versions,
 )
+from attnas.controller.gp_bandit import prior_scores
 from attnas.dispatch import TrialStore, run_search
 from attnas.space import SearchSpace, load_space
 
 log = logging.getLogger("experiments.searcher_study")
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-# ``gpb_oneshot``'s prior: one-shot top-1 of every table cell (BatchNorm recalibrated)
+# ``gpb_oneshot``'s prior: one-shot top-1 of every table cell (BatchNorm recalibrated, the mode
+# ``prior_scores`` reads)
 ONESHOT_SCORES = RESULTS_DIR / "oneshot_ranking.json"
 ONESHOT_MODE = "recalibrate"
 
@@ -115,13 +117,8 @@ def oneshot_scores(path: Path | None = None) -> tuple[dict[str, float], dict[str
     path = ONESHOT_SCORES if path is None else path
     if not path.is_file():
         raise ValueError(f"{path}: missing; run python -m experiments.oneshot_ranking first")
-    data = json.loads(path.read_text())
-    key = f"oneshot_top1_{ONESHOT_MODE}"
-    rows = [r for r in data.get("cells", []) if r.get(key)]
-    if not rows:
-        raise ValueError(f"{path}: holds no {key!r} scores")
-    scores = {r["cell_hash"]: float(np.mean(r[key])) for r in rows}
-    seeds = data.get("seeds", [])
+    scores = prior_scores(path)
+    seeds = json.loads(path.read_text()).get("seeds", [])
     cost = {
         "source": path.name,
         "mode": ONESHOT_MODE,

@@ -182,6 +182,7 @@ class GPBSearcherConf:
     warm_maxiter: int = 20
     chunk_size: int = 8192
     shortlist: int = 1024
+    prior_mean: str | None = None
 
 
 @dataclass

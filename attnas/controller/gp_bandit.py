@@ -109,11 +109,14 @@ more input column that only the mean reads.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -208,7 +211,8 @@ class GPBandit(SearcherBase):
         chunk_size: candidates per batched posterior evaluation.
         shortlist: cells kept for the greedy batch (GP-BUCB) updates.
         prior_mean: a score per cell hash from a cheaper source (module docstring, "A prior
-            mean"); None: a constant mean.
+            mean"), or the path of a JSON file holding one (``prior_scores``); None: a
+            constant mean.
 
     Attributes:
         fit_report: ``GPFitReport`` of the last hyper-parameter fit (None before the first).
@@ -235,7 +239,7 @@ class GPBandit(SearcherBase):
         warm_maxiter: int = 20,
         chunk_size: int = 8192,
         shortlist: int = 1024,
-        prior_mean: Mapping[str, float] | None = None,
+        prior_mean: Mapping[str, float] | str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(space, seed)
         if failure_rule not in FAILURE_RULES:
@@ -272,6 +276,8 @@ class GPBandit(SearcherBase):
         self._gp: _FittedGP | None = None
         self._var_cache: tuple[int, np.ndarray, torch.Tensor] | None = None
         self.fit_report: GPFitReport | None = None
+        if prior_mean is not None and not isinstance(prior_mean, Mapping):
+            prior_mean = prior_scores(prior_mean)
         self._prior: dict[str, float] | None = _standardised(prior_mean)
         self._prior_cache: dict[tuple[int, ...], float] = {}
         self._prior_space: torch.Tensor | None = None  # the whole space's, ``all_vectors`` order
@@ -1006,6 +1012,33 @@ class _PriorMean(Mean):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.constant + self.weight * x[..., -1]
+
+
+def prior_scores(path: str | os.PathLike[str]) -> dict[str, float]:
+    """A ``prior_mean`` read from a JSON file: an object of scores by cell hash, or the result
+    of ``experiments/oneshot_ranking.py`` (each cell's one-shot top-1 with recalibrated
+    BatchNorm, the mean over its search seeds).
+
+    Raises:
+        ValueError: naming the file, when it is missing or holds neither.
+    """
+    file = Path(path)
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"prior_mean: cannot read {file}: {err}") from None
+    if isinstance(data, dict) and isinstance(data.get("cells"), list):
+        key = "oneshot_top1_recalibrate"
+        rows = [r for r in data["cells"] if isinstance(r, dict) and r.get(key)]
+        if not rows:
+            raise ValueError(f"prior_mean: {file} holds no cell with {key!r} scores")
+        return {str(r["cell_hash"]): float(np.mean(r[key])) for r in rows}
+    if isinstance(data, dict) and all(isinstance(v, int | float) for v in data.values()):
+        return {str(k): float(v) for k, v in data.items()}
+    raise ValueError(
+        f"prior_mean: {file} is neither a JSON object of scores by cell hash nor a one-shot "
+        "ranking result"
+    )
 
 
 def _standardised(scores: Mapping[str, float] | None) -> dict[str, float] | None:

@@ -510,3 +510,31 @@ def test_a_prior_mean_with_a_bad_score_is_refused(table_space) -> None:
         GPBandit(table_space, prior_mean={"abc": float("nan")})
     with pytest.raises(ValueError, match="prior_mean"):
         GPBandit(table_space, prior_mean={})
+
+
+def test_a_prior_mean_file_is_read_in_either_format(table_space, tmp_path) -> None:
+    import json
+
+    from attnas.controller.gp_bandit import prior_scores
+
+    cells, truth = _k2_cells(table_space)
+    plain = tmp_path / "scores.json"
+    plain.write_text(json.dumps(truth))
+    ranking = tmp_path / "oneshot_ranking.json"
+    rows = [{"cell_hash": h, "oneshot_top1_recalibrate": [v, v + 0.02]} for h, v in truth.items()]
+    ranking.write_text(json.dumps({"cells": rows}))
+    assert prior_scores(plain) == pytest.approx(truth)
+    assert prior_scores(ranking) == pytest.approx({h: v + 0.01 for h, v in truth.items()})
+    a = GPBandit(table_space, prior_mean=str(plain))
+    b = GPBandit(table_space, prior_mean=truth)
+    vectors = np.array([table_space.encode(c) for c in cells[:20]])
+    torch.testing.assert_close(a._prior_of(vectors), b._prior_of(vectors))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"cells": [{"cell_hash": "x"}]}))
+    with pytest.raises(ValueError, match=r"bad\.json holds no cell"):
+        GPBandit(table_space, prior_mean=bad)
+    bad.write_text(json.dumps(["not", "scores"]))
+    with pytest.raises(ValueError, match=r"bad\.json is neither"):
+        prior_scores(bad)
+    with pytest.raises(ValueError, match=r"cannot read .*absent\.json"):
+        prior_scores(tmp_path / "absent.json")
