@@ -400,11 +400,10 @@ def summarise(
 
 def goals(summary: Mapping[str, Mapping[str, Any]], budgets: Sequence[int]) -> list[dict[str, Any]]:
     """The issue's ratio goals measured in this study (GPB = ``gpb``, default kernel)."""
-    cap = max(budgets)
     regret_at = str(50 if 50 in budgets else max(budgets))
 
     def trials(key: str) -> list[float]:
-        return [cap if v is None else v for v in summary[key]["trials_to_top1pct"]["per_seed"]]
+        return _trials_to_top1pct(summary, key, max(budgets))
 
     rows = []
     for w in sorted({s["workers"] for s in summary.values()}):
@@ -444,6 +443,11 @@ def goals(summary: Mapping[str, Mapping[str, Any]], budgets: Sequence[int]) -> l
     return rows
 
 
+def _trials_to_top1pct(summary: Mapping[str, Mapping[str, Any]], key: str, cap: int) -> list[float]:
+    """Per seed, the trials to the top 1 %; a seed that never got there counts as ``cap``."""
+    return [cap if v is None else v for v in summary[key]["trials_to_top1pct"]["per_seed"]]
+
+
 GPB_VARIANTS = ("gpb_onehot", "gpb_cold", "gpb_beta0.2", "gpb_oneshot")
 
 
@@ -463,10 +467,7 @@ def variants(
         base = f"gpb/w{s['workers']}"
         if s["searcher"] not in GPB_VARIANTS or base not in summary:
             continue
-        a, b = (
-            [cap if v is None else v for v in summary[k]["trials_to_top1pct"]["per_seed"]]
-            for k in (key, base)
-        )
+        a, b = (_trials_to_top1pct(summary, k, cap) for k in (key, base))
         paired = s.get("seed_ids") is not None and s.get("seed_ids") == summary[base].get(
             "seed_ids"
         )
