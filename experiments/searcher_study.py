@@ -6,16 +6,18 @@ backend (``SimulatedDispatcher``: each trial is a table lookup on a simulated cl
 pending trials in flight), up to the largest of ``--budgets`` finished trials. Searchers:
 
 ==============  ============================================================================
-``gpb``         attnas GPB, default (categorical Hamming) kernel
+``gpb``         attnas GPB with its defaults (categorical Hamming kernel, ``beta_scale`` 0.2)
 ``gpb_onehot``  attnas GPB, one-hot Matern-5/2 alternative
 ``gpb_cold``    attnas GPB with every refit cold (``warm_maxiter=0``): the warm-start ablation,
                 run only when named in ``--searchers``
-``gpb_beta0.2`` attnas GPB with the GP-UCB schedule's β_t scaled by 1/5 (``beta_scale``, as
-                Srinivas et al. ran it): less exploration; run only when named
+``gpb_beta1``   attnas GPB with the GP-UCB schedule's β_t unscaled (``beta_scale=1``, the
+                theorem's value and the default before this study judged it); run only when named
 ``gpb_oneshot`` attnas GPB with a trained supergraph's one-shot scores as its prior mean
                 (``prior_mean``; the scores: ``experiments.oneshot_ranking``'s JSON, which must
                 hold every cell of the table), run only when named; ``priors`` records what the
                 scores cost (search and scoring CPU seconds, and in the table's trials)
+``gpb_onehot_beta1``, ``gpb_oneshot_beta1``  those two with ``beta_scale=1`` (compared with
+                ``gpb_beta1``); run only when named
 ``random``      random search
 ``evolution``   regularised evolution (P = 20, S = 5)
 ``optuna_tpe``  Optuna TPE, multivariate, constant liar (``attnas.controller.peers``)
@@ -36,6 +38,10 @@ Reported per (searcher, workers), as means over seeds with 95 % bootstrap confid
 - ``searcher_s``: wall seconds spent inside the searcher's ``suggest``/``observe``/``restore``
   calls (measured around the calls; the simulated trial time is not in it), and per suggestion.
 - ``repairs``: peer proposals that repeated a cell and were repaired (``peers.py``).
+
+``configs`` records each GPB searcher's ``GPBandit`` arguments (every argument, defaults
+included), and a study is resumed only where they are unchanged: a run is never counted under
+a name whose meaning has moved (e.g. a changed default).
 
 ``goals`` holds the issue's ratios measured in this run (GPB's trials to the top 1 % against
 random's and against the best peer's; regret at 50 against the best peer's; 8 workers against
@@ -66,6 +72,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -136,16 +143,66 @@ def oneshot_scores(path: Path | None = None) -> tuple[dict[str, float], dict[str
     return scores, cost
 
 
-def _oneshot_gpb(space: SearchSpace, seed: int) -> GPBandit:
-    return GPBandit(space, seed=seed, prior_mean=oneshot_scores()[0])
+def _oneshot_prior(bench: Benchmark) -> dict[str, Any]:
+    """What the one-shot prior cost, in CPU seconds and in the table's mean trial time.
+
+    Raises:
+        ValueError: ``oneshot_scores`` cannot read the scores, or they miss a table cell.
+    """
+    scores, prior = oneshot_scores()
+    missing = [c for c in bench.cells() if c.hash() not in scores]
+    if missing:
+        raise ValueError(
+            f"{ONESHOT_SCORES}: no one-shot score for {len(missing)} of the table's "
+            f"{len(bench)} cells (e.g. {missing[0].hash()})"
+        )
+    walls = [r.wall_s for c in bench.cells() for r in bench.rows(c) if r.wall_s]
+    cpu = prior["search_s"] + prior["scoring_s"]
+    prior["cpu_s"] = round(cpu, 1)
+    prior["trial_s_mean"] = round(float(np.mean(walls)), 2)
+    prior["trials_equivalent"] = round(cpu / float(np.mean(walls)), 1)
+    return prior
+
+
+# GPB and its variants: ``GPBandit`` arguments over its defaults, and the GPB searcher each
+# variant is judged against (``variants``). ``ONESHOT`` stands for the one-shot scores.
+ONESHOT = "oneshot"
+GPB_SEARCHERS: dict[str, tuple[dict[str, Any], str | None]] = {
+    "gpb": ({}, None),
+    "gpb_onehot": ({"kernel": "onehot"}, "gpb"),
+    "gpb_cold": ({"warm_maxiter": 0}, "gpb"),
+    "gpb_beta1": ({"beta_scale": 1.0}, "gpb"),
+    "gpb_oneshot": ({"prior_mean": ONESHOT}, "gpb"),
+    "gpb_onehot_beta1": ({"kernel": "onehot", "beta_scale": 1.0}, "gpb_beta1"),
+    "gpb_oneshot_beta1": ({"prior_mean": ONESHOT, "beta_scale": 1.0}, "gpb_beta1"),
+}
+
+
+def gpb_config(name: str) -> dict[str, Any]:
+    """Every ``GPBandit`` argument of GPB searcher ``name`` (defaults included; the one-shot
+    prior as the name of its file): what ``configs`` records."""
+    kwargs, _ = GPB_SEARCHERS[name]
+    params = inspect.signature(GPBandit).parameters
+    config = {k: p.default for k, p in params.items() if p.kind is p.KEYWORD_ONLY}
+    config.update(kwargs)
+    if config.get("prior_mean") == ONESHOT:
+        config["prior_mean"] = ONESHOT_SCORES.name
+    return config
+
+
+def _gpb(name: str) -> Callable[[SearchSpace, int], GPBandit]:
+    kwargs = dict(GPB_SEARCHERS[name][0])
+
+    def build(space: SearchSpace, seed: int) -> GPBandit:
+        if kwargs.get("prior_mean") == ONESHOT:
+            return GPBandit(space, seed=seed, **{**kwargs, "prior_mean": oneshot_scores()[0]})
+        return GPBandit(space, seed=seed, **kwargs)
+
+    return build
 
 
 SEARCHERS: dict[str, Callable[[SearchSpace, int], Any]] = {
-    "gpb": lambda space, seed: GPBandit(space, seed=seed),
-    "gpb_onehot": lambda space, seed: GPBandit(space, seed=seed, kernel="onehot"),
-    "gpb_cold": lambda space, seed: GPBandit(space, seed=seed, warm_maxiter=0),
-    "gpb_beta0.2": lambda space, seed: GPBandit(space, seed=seed, beta_scale=0.2),
-    "gpb_oneshot": _oneshot_gpb,
+    **{name: _gpb(name) for name in GPB_SEARCHERS},
     "random": lambda space, seed: RandomSearch(space, seed=seed),
     "evolution": lambda space, seed: RegularizedEvolution(space, seed=seed),
     "optuna_tpe": lambda space, seed: build_searcher("optuna_tpe", space, seed=seed),
@@ -153,7 +210,8 @@ SEARCHERS: dict[str, Callable[[SearchSpace, int], Any]] = {
     "botorch_mixed": lambda space, seed: build_searcher("botorch_mixed", space, seed=seed),
 }
 PEERS = ("optuna_tpe", "optuna_gp", "botorch_mixed")
-ABLATIONS = ("gpb_cold", "gpb_beta0.2", "gpb_oneshot")  # run only when named (``--searchers``)
+# run only when named (``--searchers``)
+ABLATIONS = ("gpb_cold", "gpb_beta1", "gpb_oneshot", "gpb_onehot_beta1", "gpb_oneshot_beta1")
 DEFAULT_SEARCHERS = tuple(s for s in SEARCHERS if s not in ABLATIONS)
 BUDGETS = (25, 50, 100, 200)
 QUICK = {"seeds": 3, "budgets": (10, 20, 30)}
@@ -448,15 +506,13 @@ def _trials_to_top1pct(summary: Mapping[str, Mapping[str, Any]], key: str, cap: 
     return [cap if v is None else v for v in summary[key]["trials_to_top1pct"]["per_seed"]]
 
 
-GPB_VARIANTS = ("gpb_onehot", "gpb_cold", "gpb_beta0.2", "gpb_oneshot")
-
-
 def variants(
     summary: Mapping[str, Mapping[str, Any]], budgets: Sequence[int]
 ) -> list[dict[str, Any]]:
-    """Each GPB variant (a remedy or an ablation) against default GPB, per worker count: the
-    ratio of mean trials to the top 1 % with its bootstrap CI (below 1: the variant is faster),
-    and both regrets at 50 trials. A remedy is kept only if this says it helps.
+    """Each GPB variant (a remedy or an ablation) against the GPB it varies (``GPB_SEARCHERS``:
+    default GPB, or ``gpb_beta1`` for the ``_beta1`` variants), per worker count: the ratio of
+    mean trials to the top 1 % with its bootstrap CI (below 1: the variant is faster), and both
+    regrets at 50 trials. A remedy is kept only if this says it helps.
 
     The variants share GPB's seeds (and so its random initial cells): with as many seeds each,
     the interval resamples seeds in pairs (``paired``), else independently."""
@@ -464,8 +520,9 @@ def variants(
     regret_at = str(50 if 50 in budgets else max(budgets))
     rows = []
     for key, s in summary.items():
-        base = f"gpb/w{s['workers']}"
-        if s["searcher"] not in GPB_VARIANTS or base not in summary:
+        against = GPB_SEARCHERS.get(s["searcher"], ({}, None))[1]
+        base = f"{against}/w{s['workers']}"
+        if against is None or base not in summary:
             continue
         a, b = (_trials_to_top1pct(summary, k, cap) for k in (key, base))
         paired = s.get("seed_ids") is not None and s.get("seed_ids") == summary[base].get(
@@ -475,6 +532,7 @@ def variants(
         rows.append(
             {
                 "variant": key,
+                "against": base,
                 "seeds": [len(a), len(b)],
                 "paired": paired,
                 "trials_to_top1pct_ratio": value,
@@ -600,6 +658,24 @@ def _prior_runs(
             f"to {max(header['budgets'])}; pass --fresh to start over, or --out elsewhere"
         )
     runs = [r for r in prior.get("runs", []) if "error" not in r]  # a raised run runs again
+    held = prior.get("configs", {})
+    for name in sorted({r["searcher"] for r in runs} & set(header["configs"])):
+        if held.get(name) != header["configs"][name]:
+            was = held.get(name)
+            moved = (
+                "records no configuration for them"
+                if was is None
+                else "made them with "
+                + ", ".join(
+                    f"{k}={was.get(k)!r}"
+                    for k, v in header["configs"][name].items()
+                    if was.get(k) != v
+                )
+            )
+            raise ValueError(
+                f"{out}: its {name} runs are not this study's {name} (the study {moved}); "
+                "pass --fresh to start over, or --out elsewhere"
+            )
     outside = [r for r in runs if _key(r) not in set(plan)]
     if outside:
         name, seed, w = _key(outside[0])
@@ -686,23 +762,13 @@ def study(
     unavailable = {p: peer_unavailable(p) for p in PEERS if p in searchers}
     unavailable = {p: why for p, why in unavailable.items() if why is not None}
     priors: dict[str, Any] = {}
-    if "gpb_oneshot" in searchers:
+    oneshot = [s for s in searchers if GPB_SEARCHERS.get(s, ({}, None))[0].get("prior_mean")]
+    if oneshot:
         try:
-            scores, priors["gpb_oneshot"] = oneshot_scores()
-            missing = [c for c in bench.cells() if c.hash() not in scores]
-            if missing:
-                raise ValueError(
-                    f"{ONESHOT_SCORES}: no one-shot score for {len(missing)} of the table's "
-                    f"{len(bench)} cells (e.g. {missing[0].hash()})"
-                )
-            walls = [r.wall_s for c in bench.cells() for r in bench.rows(c) if r.wall_s]
-            cpu = priors["gpb_oneshot"]["search_s"] + priors["gpb_oneshot"]["scoring_s"]
-            priors["gpb_oneshot"]["cpu_s"] = round(cpu, 1)
-            priors["gpb_oneshot"]["trial_s_mean"] = round(float(np.mean(walls)), 2)
-            priors["gpb_oneshot"]["trials_equivalent"] = round(cpu / float(np.mean(walls)), 1)
+            prior = _oneshot_prior(bench)
+            priors.update({name: prior for name in oneshot})
         except ValueError as err:
-            unavailable["gpb_oneshot"] = str(err)
-            priors.pop("gpb_oneshot", None)
+            unavailable.update({name: str(err) for name in oneshot})
     for name, why in unavailable.items():
         print(f"[study] {name} cannot run here: {why}", file=sys.stderr, flush=True)
     payload: dict[str, Any] = {
@@ -731,6 +797,7 @@ def study(
         },
         "unavailable": unavailable,
         "priors": priors,
+        "configs": {name: gpb_config(name) for name in searchers if name in GPB_SEARCHERS},
         "runs": [],
     }
     plan = [
@@ -809,7 +876,7 @@ def format_summary(payload: Mapping[str, Any]) -> str:
     for v in payload.get("variants", []):
         low, high = v["ci95"]
         lines.append(
-            f"variant {v['variant']} / gpb trials to top 1 %: "
+            f"variant {v['variant']} / {v.get('against', 'gpb')} trials to top 1 %: "
             f"{v['trials_to_top1pct_ratio']:.3g} [{low:.3g}, {high:.3g}]"
         )
     for name, why in payload.get("unavailable", {}).items():

@@ -169,7 +169,7 @@ class GPBSearcherConf:
     kernel: str = "categorical"
     delta: float = 0.1
     beta: float | None = None
-    beta_scale: float = 1.0
+    beta_scale: float = 0.2
     n_init: int = 4
     failure_rule: str = "impute_min"
     exhaustive_limit: int = 1_000_000

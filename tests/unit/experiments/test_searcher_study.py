@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from attnas.benchmark import write_table
+from attnas.controller import GPBandit
 
 ROOT = Path(__file__).resolve().parents[3]
 if str(ROOT) not in sys.path:
@@ -109,7 +110,8 @@ def test_goals_compare_gpb_with_random_the_best_peer_and_one_worker():
     summary["gpb_onehot/w1"] = group("gpb_onehot", 1, [5, 1], 0.0)
     summary["gpb_onehot/w1"]["trials_to_top1pct"]["per_seed"] = [5, None]
     (row,) = st.variants(summary, budgets=(25, 50))
-    assert row["variant"] == "gpb_onehot/w1" and row["seeds"] == [2, 2]
+    assert row["variant"] == "gpb_onehot/w1" and row["against"] == "gpb/w1"
+    assert row["seeds"] == [2, 2]
     assert row["trials_to_top1pct_ratio"] == pytest.approx(55 / 22)
     assert row["regret@50"] == [0.0, 0.01] and not row["paired"]  # no seed ids: unpaired
     for key in ("gpb/w1", "gpb_onehot/w1"):
@@ -120,6 +122,43 @@ def test_goals_compare_gpb_with_random_the_best_peer_and_one_worker():
     assert paired["ci95"][0] >= 5 / 10 - 1e-12 and paired["ci95"][1] <= 50 / 12 + 1e-12
     with pytest.raises(ValueError, match="paired ratio needs as many"):
         st.ratio_ci([1, 2], [1, 2, 3], paired=True)
+    # a ``_beta1`` variant is judged against ``gpb_beta1``, not the default
+    summary["gpb_beta1/w1"] = group("gpb_beta1", 1, [20, 24], 0.02)
+    summary["gpb_onehot_beta1/w1"] = group("gpb_onehot_beta1", 1, [11, 11], 0.01)
+    rows = {r["variant"]: r for r in st.variants(summary, budgets=(25, 50))}
+    assert rows["gpb_beta1/w1"]["against"] == "gpb/w1"
+    assert rows["gpb_beta1/w1"]["trials_to_top1pct_ratio"] == pytest.approx(44 / 22)
+    assert rows["gpb_onehot_beta1/w1"]["against"] == "gpb_beta1/w1"
+    assert rows["gpb_onehot_beta1/w1"]["trials_to_top1pct_ratio"] == pytest.approx(22 / 44)
+
+
+def test_gpb_configs_record_every_argument_and_the_variant_over_the_default():
+    base, beta1 = st.gpb_config("gpb"), st.gpb_config("gpb_beta1")
+    assert base["beta_scale"] == GPBandit(st.small_space()).beta.scale == 0.2
+    assert {k for k in base if base[k] != beta1[k]} == {"beta_scale"} and beta1["beta_scale"] == 1
+    assert st.gpb_config("gpb_oneshot")["prior_mean"] == st.ONESHOT_SCORES.name
+    assert set(st.GPB_SEARCHERS) <= set(st.SEARCHERS)
+
+
+def test_runs_made_under_another_gpb_config_are_refused_not_relabelled(bench, tmp_path: Path):
+    out = tmp_path / "study.json"
+    kwargs = dict(seeds=1, workers=(1,), budgets=(5,), out=out, progress=False)
+    st.study(bench, searchers=("gpb", "random"), **kwargs)
+    payload = json.loads(out.read_text())
+    assert payload["configs"] == {"gpb": st.gpb_config("gpb")}
+    before = out.read_bytes()
+    payload["configs"]["gpb"]["beta_scale"] = 1.0  # as if made before the default moved
+    out.write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match=r"its gpb runs are not this study's gpb .*beta_scale=1\.0"):
+        st.study(bench, searchers=("gpb", "random"), **kwargs)
+    del payload["configs"]  # a study from before configs were recorded
+    out.write_text(json.dumps(payload))
+    with pytest.raises(ValueError, match="records no configuration for them"):
+        st.study(bench, searchers=("gpb", "random"), **kwargs)
+    # searchers without a GPB config resume as before; the file is kept as it was
+    assert st.study(bench, searchers=("random",), seeds=1, workers=(1,), budgets=(5,),
+                    progress=False)["runs"]  # fmt: skip
+    assert json.loads(out.read_text())["runs"] == json.loads(before)["runs"]
 
 
 def test_an_unavailable_peer_is_reported_not_run(bench, monkeypatch):
