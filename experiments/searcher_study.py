@@ -689,9 +689,25 @@ def _prior_runs(
 _WORKER_BENCH: Benchmark | None = None
 
 
-def _init_job(bench: Benchmark) -> None:
+def _init_job(bench: Benchmark, parent: int) -> None:
     global _WORKER_BENCH
+    _die_with(parent)
     _WORKER_BENCH = bench
+
+
+def _die_with(parent: int) -> None:
+    """End this job process when the study's process ``parent`` dies, however it dies (a
+    killed study leaves no job process running on; Linux ``PR_SET_PDEATHSIG``, elsewhere a
+    no-op)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the call
+        os._exit(1)
 
 
 def _run_job(name: str, seed: int, workers: int, budget: int, time_scale: float) -> dict:
@@ -722,6 +738,7 @@ def study(
     *,
     searchers: Sequence[str] = DEFAULT_SEARCHERS,
     seeds: int = 20,
+    first_seed: int = 0,
     workers: Sequence[int] = (1, 8),
     budgets: Sequence[int] = BUDGETS,
     out: Path | None = None,
@@ -735,7 +752,8 @@ def study(
     Args:
         bench: the table.
         searchers: names from ``SEARCHERS``.
-        seeds: seeds 0 .. seeds - 1 of every searcher.
+        seeds: seeds ``first_seed`` .. ``first_seed + seeds - 1`` of every searcher.
+        first_seed: the first seed (e.g. fresh seeds to confirm a choice made on seeds 0-19).
         workers: simulated worker counts.
         budgets: the budgets reported; every run goes to the largest.
         out: the JSON path (the plot goes next to it as ``.png``); None writes nothing.
@@ -758,6 +776,8 @@ def study(
         raise ValueError(f"unknown searcher(s) {unknown}; choose from {list(SEARCHERS)}")
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if first_seed < 0:
+        raise ValueError(f"first seed must be >= 0, got {first_seed}")
     budgets = sorted(int(b) for b in budgets)
     unavailable = {p: peer_unavailable(p) for p in PEERS if p in searchers}
     unavailable = {p: why for p, why in unavailable.items() if why is not None}
@@ -785,6 +805,7 @@ def study(
         "top1pct_cells": len(bench.top(0.01)),
         "synthetic": bench.manifest.get("synthetic"),
         "seeds": seeds,
+        "first_seed": first_seed,
         "workers": list(workers),
         "budgets": budgets,
         "time_scale": time_scale,
@@ -805,7 +826,7 @@ def study(
         for w in workers
         for name in searchers
         if name not in unavailable
-        for seed in range(seeds)
+        for seed in range(first_seed, first_seed + seeds)
     ]
     order = {key: i for i, key in enumerate(plan)}
     if out is not None and resume and out.exists():
@@ -840,7 +861,7 @@ def study(
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         context = multiprocessing.get_context("spawn")  # no fork of a process holding torch
-        with ProcessPoolExecutor(jobs, context, _init_job, (bench,)) as pool:
+        with ProcessPoolExecutor(jobs, context, _init_job, (bench, os.getpid())) as pool:
             futures = [pool.submit(_run_job, n, s, w, max(budgets), time_scale)
                        for n, s, w in todo]  # fmt: skip
             for future in as_completed(futures):
@@ -908,6 +929,9 @@ def _parser() -> argparse.ArgumentParser:
         help="(default: the default searchers, and every searcher the JSON at --out holds)",
     )
     parser.add_argument("--seeds", type=int, default=None, help="seeds per searcher (20)")
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="the first seed (0); seeds run from it on"
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--budgets", type=int, nargs="+", default=None, help="(25 50 100 200)")
     parser.add_argument("--quick", action="store_true", help="3 seeds, 30 trials")
@@ -954,6 +978,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench,
             searchers=searchers,
             seeds=seeds,
+            first_seed=args.first_seed,
             workers=args.workers,
             budgets=budgets,
             out=out,

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -281,6 +283,11 @@ def test_runs_in_job_processes_equal_runs_in_one(bench):
     assert parallel["machine"]["jobs"] == 2
     with pytest.raises(ValueError, match="jobs must be >= 1"):
         st.study(bench, jobs=0, **kwargs)
+    fresh = st.study(bench, searchers=("random",), seeds=2, first_seed=5, workers=(1,),
+                     budgets=(5,), progress=False)  # fmt: skip
+    assert [r["seed"] for r in fresh["runs"]] == [5, 6] and fresh["first_seed"] == 5
+    with pytest.raises(ValueError, match="first seed must be >= 0"):
+        st.study(bench, first_seed=-1, **kwargs)
 
 
 def _oneshot_json(path: Path, bench, cells) -> None:
@@ -336,3 +343,41 @@ def test_the_command_line_continues_the_searchers_the_study_holds(bench, tmp_pat
              out=out, progress=False)  # fmt: skip
     assert st.default_searchers(out) == [*st.DEFAULT_SEARCHERS, "gpb_cold"]
     assert st.default_searchers(out, resume=False) == list(st.DEFAULT_SEARCHERS)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_killing_a_parallel_study_leaves_no_job_process(tmp_path: Path):
+    script = (
+        "from experiments import searcher_study as st\n"
+        "st.study(st.open_table('synthetic-small'), searchers=('gpb',), seeds=8, workers=(1,),\n"
+        f"         budgets=(60,), out=None, progress=False, jobs=2)\n"
+    )
+    study = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    try:
+        children: set[int] = set()
+        deadline = time.monotonic() + 120
+        while len(children) < 2 and time.monotonic() < deadline:  # the pool's two job processes
+            children = {
+                int(pid)
+                for task in Path(f"/proc/{study.pid}/task").iterdir()
+                for pid in (task / "children").read_text().split()
+            }
+            time.sleep(0.2)
+        assert len(children) >= 2, "the study started no job processes"
+        time.sleep(2)  # the jobs have run their initializer and are running
+        study.kill()  # SIGKILL: no handler, no executor shutdown
+        study.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+            time.sleep(0.2)
+        assert not [pid for pid in children if _alive(pid)]
+    finally:
+        study.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
