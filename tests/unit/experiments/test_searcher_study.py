@@ -151,7 +151,9 @@ def test_runs_made_under_another_gpb_config_are_refused_not_relabelled(bench, tm
     before = out.read_bytes()
     payload["configs"]["gpb"]["beta_scale"] = 1.0  # as if made before the default moved
     out.write_text(json.dumps(payload))
-    with pytest.raises(ValueError, match=r"its gpb runs are not this study's gpb .*beta_scale=1\.0"):
+    with pytest.raises(
+        ValueError, match=r"its gpb runs are not this study's gpb .*beta_scale=1\.0"
+    ):
         st.study(bench, searchers=("gpb", "random"), **kwargs)
     del payload["configs"]  # a study from before configs were recorded
     out.write_text(json.dumps(payload))
@@ -350,7 +352,7 @@ def test_killing_a_parallel_study_leaves_no_job_process(tmp_path: Path):
     script = (
         "from experiments import searcher_study as st\n"
         "st.study(st.open_table('synthetic-small'), searchers=('gpb',), seeds=8, workers=(1,),\n"
-        f"         budgets=(60,), out=None, progress=False, jobs=2)\n"
+        "         budgets=(60,), out=None, progress=False, jobs=2)\n"
     )
     study = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
     try:
