@@ -103,9 +103,10 @@ def _placement(bench: Any, protocol: Any, cache: Any, cell: Any, seeds: list[int
     }
 
 
-def stable_epochs(telemetry: list[dict[str, Any]]) -> int:
-    """How many of the last epochs derived the final cell (the hook's per-epoch derivation)."""
-    cells = [t["positions"]["all"]["cell"] for t in telemetry]
+def stable_epochs(telemetry: list[dict[str, Any]], key: str = "all") -> int:
+    """How many of the last epochs derived the final cell (the hook's per-epoch derivation) of
+    weights ``key`` (``"all"``: a position-agnostic search; a position: a position-specific)."""
+    cells = [t["positions"][key]["cell"] for t in telemetry]
     n = 1
     while n < len(cells) and cells[-n - 1] == cells[-1]:
         n += 1

@@ -404,7 +404,7 @@ def count_proxy_cost(protocol: ProxyProtocol, cell: Any) -> tuple[int, int | Non
     model = build_backbone(protocol.backbone, 2, protocol.clip_shape())
     if isinstance(cell, CellSpec):
         cell = cell.to_dict()
-    factory = cell_factory(cell, protocol.op_channel_ratio)
+    factory = cell if callable(cell) else cell_factory(cell, protocol.op_channel_ratio)
     if factory is not None:
         insert_cells(model, list(protocol.positions), factory)  # type: ignore[arg-type]
     params = sum(p.numel() for p in model.parameters())
@@ -428,7 +428,8 @@ def run_proxy_trial(
     Args:
         protocol: The protocol.
         cache: Its feature cache.
-        cell: ``"none"``, ``"nonlocal"``, a ``CellSpec`` or its dict.
+        cell: ``"none"``, ``"nonlocal"``, a ``CellSpec`` or its dict, or a module factory
+            ``factory(position, shape)`` such as a ``CellSet`` (a cell per position).
         seed: The trial seed (new parameters and data order).
         cost: ``count_proxy_cost(protocol, cell)`` when the caller has it already (it does
             not depend on the seed, and counting FLOPs takes seconds).

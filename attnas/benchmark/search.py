@@ -6,10 +6,13 @@ budget and data), with the connection weights stepped by the search's ``Architec
 (joint mode: both minimise the training loss; bilevel mode: the network trains on one half of
 the cached training clips and the connection weights step on the other, held-out half, as
 ``run_differentiable_search`` splits them), then derives the cell with the top-α / top-β
-rule (``config.sink_bn_init``, when set, replaces the protocol's ``branch_init`` for the
-supergraphs). The derived cell is then placed on the table: its row when the table holds it,
-otherwise its mean over the table's seeds under the same protocol (``run_proxy_trial``) placed
-among the cell means with ``Benchmark.percentile_of`` (``place_on_table``).
+rule: one cell shared by every position, or with ``config.position_specific`` one cell per
+position, each from its own supergraph's weights (``ProxySearchResult.cells``; train them
+together through ``ProxySearchResult.cell_set``). ``config.sink_bn_init``, when set, replaces
+the protocol's ``branch_init`` for the supergraphs. The derived cell is then placed on the
+table: its row when the table holds it, otherwise its mean over the table's seeds under the
+same protocol (``run_proxy_trial``) placed among the cell means with
+``Benchmark.percentile_of`` (``place_on_table``).
 ``protocol_weights`` finds the protocol's pre-trained backbone (the table's own file when it
 ships one) and ``retrain_under_protocol`` trains a cell or a baseline once per seed, as
 ``make demo`` does (``attnas.cli.search_proxy``).
@@ -34,14 +37,18 @@ class ProxySearchResult:
     """What a proxy search produced.
 
     Attributes:
-        cell: The derived cell (position-agnostic).
-        weights: The learned connection weights (``ArchitectureWeights`` per key).
+        cell: The derived cell: the shared cell of a position-agnostic search, the first
+            position's cell of a position-specific one (``cells`` has them all).
+        weights: The learned connection weights (``ArchitectureWeights`` per key: ``"all"``
+            for a position-agnostic search, each position for a position-specific one).
         history: The search run's per-epoch metrics.
         telemetry: One dict per epoch from the search hook (entropies, derived cell, ...).
         arch_steps: Architecture optimiser steps taken.
         model: The trained network (the supergraphs inserted, the connection weights attached
             as ``model.architecture``), e.g. to evaluate cells by their inherited weights
             (``attnas.supergraph.oneshot``).
+        cells: The derived cell of every position, in the protocol's order (the same cell at
+            each for a position-agnostic search).
     """
 
     cell: CellSpec
@@ -50,6 +57,14 @@ class ProxySearchResult:
     telemetry: list[dict[str, Any]] = field(default_factory=list)
     arch_steps: int = 0
     model: nn.Module | None = None
+    cells: dict[str, CellSpec] = field(default_factory=dict)
+
+    def cell_set(self, protocol: ProxyProtocol) -> Any:
+        """The derived cells as one ``CellSet`` built as the protocol builds its cells, to
+        retrain them together (``retrain_under_protocol``)."""
+        from attnas.supergraph.search import derived_cell_factory
+
+        return derived_cell_factory(self.cells, protocol.op_channel_ratio)
 
 
 def run_proxy_search(
@@ -66,8 +81,9 @@ def run_proxy_search(
         protocol: The table's protocol.
         cache: Its feature cache.
         space: The search space (supergraph levels, nodes and activations; α/β defaults).
-        config: A ``DifferentiableSearchConfig`` (position-agnostic; ``mode`` joint or
-            bilevel, the held-out share ``heldout_fraction`` of the training clips).
+        config: A ``DifferentiableSearchConfig`` (``mode`` joint or bilevel, the held-out
+            share ``heldout_fraction`` of the training clips; ``position_specific``: one
+            supergraph's weights, and one derived cell, per position of the protocol).
         seed: The search seed.
         telemetry_path: Where the hook appends one JSON line per epoch (None: a temporary file).
 
@@ -78,15 +94,13 @@ def run_proxy_search(
     import tempfile
 
     from attnas.supergraph import derive_cell
-    from attnas.supergraph.search import ArchitectureStep, SupergraphFactory
+    from attnas.supergraph.search import AGNOSTIC, ArchitectureStep, SupergraphFactory
     from attnas.train import heldout_loader, split_dataset
     from attnas.train.trainer import Trainer
 
-    if config.position_specific:
-        raise ValueError("run_proxy_search supports the position-agnostic search only")
     alpha, beta = config.alpha or space.alpha, config.beta or space.beta
     factory = SupergraphFactory(
-        space, False, config.temperature, config.sink_bn_init, config.dirichlet
+        space, config.position_specific, config.temperature, config.sink_bn_init, config.dirichlet
     )
 
     def supergraph(name: str, shape: tuple[int, int, int, int]) -> nn.Module:
@@ -119,8 +133,10 @@ def run_proxy_search(
             else []
         )
     weights = dict(factory.weights)
-    cell = derive_cell(next(iter(weights.values())), alpha, beta)
-    return ProxySearchResult(cell, weights, history, telemetry, hook.steps, model)
+    derived = {key: derive_cell(w, alpha, beta) for key, w in weights.items()}
+    cells = {p: derived[AGNOSTIC if AGNOSTIC in derived else p] for p in protocol.positions}
+    cell = next(iter(cells.values()))
+    return ProxySearchResult(cell, weights, history, telemetry, hook.steps, model, cells)
 
 
 def recalibrated_top1(
@@ -219,8 +235,8 @@ def retrain_under_protocol(
     seeds: list[int],
     store: str | Path | None = None,
 ) -> list[Any]:
-    """Train ``cell`` (a ``CellSpec``, ``"none"`` or ``"nonlocal"``) once per seed under the
-    protocol (``run_proxy_trial``).
+    """Train ``cell`` (a ``CellSpec``, ``"none"``, ``"nonlocal"`` or a ``CellSet`` with a cell
+    for every position) once per seed under the protocol (``run_proxy_trial``).
 
     Args:
         protocol: The protocol.

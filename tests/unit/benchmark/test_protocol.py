@@ -163,8 +163,39 @@ def test_proxy_search_trains_supergraphs_and_derives_a_cell(cache):
     weights = next(iter(result.weights.values()))
     assert not torch.allclose(weights.sink_probs(), torch.full((12,), 1 / 12))  # they moved
     assert len(result.cell.outputs) == 2 and len(result.telemetry) == TINY.train.epochs
-    with pytest.raises(ValueError, match="position-agnostic"):
-        run_proxy_search(TINY, cache, space, DifferentiableSearchConfig(position_specific=True), 0)
+    assert result.cells == {TINY.split: result.cell}
+
+
+def test_position_specific_proxy_search_derives_and_retrains_a_cell_per_position(weights, tmp_path):
+    from attnas.benchmark.protocol import count_proxy_cost
+    from attnas.benchmark.search import retrain_under_protocol, run_proxy_search
+    from attnas.space import load_space
+    from attnas.supergraph import derive_cell
+    from attnas.supergraph.search import DifferentiableSearchConfig, derived_cell_factory
+
+    two = TINY.replace(positions=(TINY.split, "Mixed_3b"))
+    cache = FeatureCache(two, weights)
+    space = load_space("attention_nas")
+    config = DifferentiableSearchConfig(position_specific=True, arch_lr=0.05, alpha=2, beta=1)
+    result = run_proxy_search(two, cache, space, config, seed=0)
+    assert list(result.weights) == list(result.cells) == list(two.positions)
+    first, second = (result.weights[p].sink_probs() for p in two.positions)
+    assert not torch.allclose(first, second)  # each position learned its own weights
+    assert all(c == derive_cell(result.weights[p], 2, 1) for p, c in result.cells.items())
+    assert result.cell == result.cells[two.split]
+    assert list(result.model.inserted) == list(two.positions)  # a supergraph at each
+    # the derived cells train together, each at its own position
+    other = CellSpec.from_dict({**CELL.to_dict(), "outputs": [2]})
+    cells = derived_cell_factory({two.split: CELL, "Mixed_3b": other}, two.op_channel_ratio)
+    model = build_proxy_model(two, cache, cells, seed=0)
+    assert [model.inserted[p].spec for p in two.positions] == [CELL, other]
+    same = derived_cell_factory({p: CELL for p in two.positions}, two.op_channel_ratio)
+    assert count_proxy_cost(two, same) == count_proxy_cost(two, CELL)
+    assert count_proxy_cost(two, cells)[0] < count_proxy_cost(two, CELL)[0]  # one output less
+    (trial,) = retrain_under_protocol(two, cache, result.cell_set(two), [1], store=tmp_path)
+    again = run_proxy_trial(two, cache, derived_cell_factory(result.cells, 0.25), seed=1)
+    losses = [[h["val_loss"] for h in t.history] for t in (trial, again)]
+    assert trial.ok and losses[0] == losses[1] and (tmp_path / "seed1.json").is_file()
 
 
 def test_bilevel_proxy_search_trains_on_half_and_steps_on_the_other(cache):
