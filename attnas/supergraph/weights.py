@@ -91,7 +91,8 @@ class ArchitectureWeights(nn.Module):
             sample = self.training and torch.is_grad_enabled()
         if sample:
             rate = torch.ones_like(concentration)
-            concentration = torch.distributions.Gamma(concentration, rate).rsample()
+            gamma = torch.distributions.Gamma(concentration, rate, validate_args=False)
+            concentration = gamma.rsample()  # positive by construction: nothing to validate
             concentration = concentration.clamp_min(1e-12)
         # a -inf logit (a restriction to one cell) gets weight 0, as under the softmax
         off = torch.isneginf(logits) if mask is None else torch.isneginf(logits) | ~mask
