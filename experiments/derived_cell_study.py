@@ -58,6 +58,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "dirichlet": {"dirichlet": True},
     # the entropy goal: Adam at lr 0.01 moves a logit at most ~0.01 a step (1.3 over the search)
     "dirichlet_lr0.1": {"dirichlet": True, "arch_lr": 0.1, "arch_weight_decay": 0.0},
+    # the existing warm-up: 2 of the 8 epochs train the network with the weights frozen, so the
+    # connection weights first step on trained ops (96 steps instead of 128)
+    "dirichlet_warmup2": {"dirichlet": True, "warmup_epochs": 2},
     "bn0.1": {"sink_bn_init": 0.1},
     "bilevel": {"mode": "bilevel"},  # DARTS first order: network on one half, weights on the other
 }
