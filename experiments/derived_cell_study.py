@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+SEARCH_EPOCHS = "search_epochs"  # a variant's key for the search's epochs (not a config field)
 VARIANTS: dict[str, dict[str, Any]] = {
     "demo": {},  # make demo's search until the study made dirichlet its default
     "wd0": {"arch_weight_decay": 0.0},
@@ -61,6 +62,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the existing warm-up: 2 of the 8 epochs train the network with the weights frozen, so the
     # connection weights first step on trained ops (96 steps instead of 128)
     "dirichlet_warmup2": {"dirichlet": True, "warmup_epochs": 2},
+    # the Adam bound: at lr 0.01 a logit moves at most 1.28 in 128 steps; 3 x the protocol's
+    # epochs for the search only (384 steps; the derived cell is retrained with the protocol's 8)
+    "dirichlet_epochs24": {"dirichlet": True, SEARCH_EPOCHS: 24},
     "bn0.1": {"sink_bn_init": 0.1},
     "bilevel": {"mode": "bilevel"},  # DARTS first order: network on one half, weights on the other
 }
@@ -129,9 +133,12 @@ def run_one(name: str, seed: int, work: Path) -> dict[str, Any]:
     protocol = ProxyProtocol.from_dict(bench.manifest["protocol"])
     cache = FeatureCache(protocol, protocol_weights(protocol, folder, work / "proxy"))
     space = load_space("attention_nas")
-    config = DifferentiableSearchConfig(**{**DEMO, **VARIANTS[name], "alpha": 1, "beta": 1})
+    variant = dict(VARIANTS[name])
+    epochs = variant.pop(SEARCH_EPOCHS, protocol.train.epochs)
+    config = DifferentiableSearchConfig(**{**DEMO, **variant, "alpha": 1, "beta": 1})
+    searched = protocol.replace(train=protocol.train.replace(epochs=epochs))
     start = time.perf_counter()
-    result = run_proxy_search(protocol, cache, space, config, seed)
+    result = run_proxy_search(searched, cache, space, config, seed)
     search_s = time.perf_counter() - start
     weights = next(iter(result.weights.values()))
     seeds = [int(s) for s in bench.manifest["seeds"]]
@@ -145,6 +152,7 @@ def run_one(name: str, seed: int, work: Path) -> dict[str, Any]:
         "variant": name,
         "seed": seed,
         "config": dataclasses.asdict(config),
+        "search_epochs": epochs,
         "search_s": round(search_s, 1),
         "supergraph_val_top1": result.history[-1]["val_top1"],
         "sink_entropy_ratio": last["entropy/sink"] / last["entropy_max/sink"],
