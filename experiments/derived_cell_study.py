@@ -70,6 +70,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 DEMO = {"mode": "joint", "position_specific": False, "arch_lr": 1e-2}
 RULES = ("a1b1", "a2b1", "space")
+REFERENCE = "dirichlet"  # make demo's search: what a variant must beat to be kept
 STABLE_FRACTION = 0.2
 BOOTSTRAP = 10_000
 
@@ -222,7 +223,29 @@ def summarise(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
                 "failed": len(mine) - len(placed),
             }
         out[name] = entry
-    return {"nonlocal_mean": nl_mean, "nonlocal_values": nonlocal_values, "variants": out}
+    return {
+        "nonlocal_mean": nl_mean,
+        "nonlocal_values": nonlocal_values,
+        "variants": out,
+        "against_reference": paired_against(runs, bench, REFERENCE),
+    }
+
+
+def paired_against(runs: list[dict[str, Any]], bench: Any, reference: str) -> dict[str, Any]:
+    """Per variant: its space-rule cell's mean minus the ``reference`` variant's, paired over
+    the search seeds both ran (mean and bootstrap interval), and those seeds."""
+    means = {
+        (r["variant"], r["seed"]): replace_on(bench, r["placements"]["space"])["mean"]
+        for r in runs
+        if "mean" in r["placements"].get("space", {})
+    }
+    out: dict[str, Any] = {}
+    for name in dict.fromkeys(v for v, _ in means):
+        seeds = sorted(s for v, s in means if v == name and (reference, s) in means)
+        if name != reference and seeds:
+            diffs = [means[(name, s)] - means[(reference, s)] for s in seeds]
+            out[name] = {"seeds": seeds, "diff": bootstrap(diffs, np.mean)}
+    return out
 
 
 def _ci(t: tuple[float, ...], scale: float = 1.0, digits: int = 1) -> str:
@@ -271,6 +294,13 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
             f"{e['stable_seeds']} of {len(e['seeds'])} | {_ci(e['sink_entropy_ratio'], 1, 3)} "
             f"| {_ci(e['top_sink_share'], 1, 3)} | {_ci(e['supergraph_val_top1'], 100)} |"
         )
+    paired = summary.get("against_reference", {})
+    if paired:
+        lines += ["", f"Space-rule cell's mean − `{REFERENCE}`'s, paired over search seeds:", ""]
+        lines += [
+            f"- {name}: {_ci(d['diff'], 100, 2)} pp ({len(d['seeds'])} seeds)"
+            for name, d in paired.items()
+        ]
     lines += [
         "",
         "Goals (issue 14): median percentile ≥ 90; better than non-local in mean; stable over "

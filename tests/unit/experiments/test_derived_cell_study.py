@@ -66,3 +66,20 @@ def test_a_fresh_checkout_gets_its_runs_back_from_the_results_json(tmp_path: Pat
     assert json.loads(kept.read_text())["x"] == 9  # what is there is never overwritten
     assert json.loads((work / "runs" / "dirichlet_seed3.json").read_text()) == runs[1]
     assert dcs.restore_runs(tmp_path / "missing.json", work) == 0
+
+
+def test_variants_are_paired_with_the_reference_over_the_seeds_both_ran(bench):
+    def placed(mean):
+        return {"space": {"hash": "x" * 16, "num_ops": 4, "in_table": False, "mean": mean,
+                          "percentile": 0.0}}  # fmt: skip
+
+    runs = [
+        {**_run(0, placed(0.70)), "variant": dcs.REFERENCE},
+        {**_run(1, placed(0.74)), "variant": dcs.REFERENCE},
+        {**_run(0, placed(0.75)), "variant": "other"},
+        {**_run(1, placed(0.77)), "variant": "other"},
+        {**_run(2, placed(0.10)), "variant": "other"},  # no reference run of seed 2
+    ]
+    paired = dcs.summarise(runs, bench)["against_reference"]
+    assert list(paired) == ["other"] and paired["other"]["seeds"] == [0, 1]
+    assert paired["other"]["diff"][0] == pytest.approx(0.04)
