@@ -261,7 +261,9 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
         "",
         "`python -m experiments.derived_cell_study` — `make demo`'s search (joint, "
         "position-agnostic, `attention_nas` space, the table's proxy protocol, 8 epochs × 16 "
-        "steps) with one remedy changed per variant; each seed's derived cell is placed on "
+        "steps; `dirichlet_warmup2`: the first 2 with the connection weights frozen; "
+        "`dirichlet_epochs24`: 24 epochs, the derived cells retrained with the protocol's 8) "
+        "with one remedy changed per variant; each seed's derived cell is placed on "
         f"`distant_match_k2` ({len(bench)} of {bench.manifest.get('cells_total', len(bench))} cells"
         + ("" if bench.complete else ", partial: percentiles rank among a uniform random sample")
         + "). `a1b1`: α = 1, β = 1 (1 or 2 ops with the top node the only output: never a cell "
