@@ -65,6 +65,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the Adam bound: at lr 0.01 a logit moves at most 1.28 in 128 steps; 3 x the protocol's
     # epochs for the search only (384 steps; the derived cell is retrained with the protocol's 8)
     "dirichlet_epochs24": {"dirichlet": True, SEARCH_EPOCHS: 24},
+    # SDARTS-RS: the softmax search with uniform noise of ±0.03 on every mixing weight in
+    # training forwards (the ε SDARTS implementations default to)
+    "perturb0.03": {"perturbation": 0.03},
     "bn0.1": {"sink_bn_init": 0.1},
     "bilevel": {"mode": "bilevel"},  # DARTS first order: network on one half, weights on the other
 }

@@ -100,7 +100,12 @@ def run_proxy_search(
 
     alpha, beta = config.alpha or space.alpha, config.beta or space.beta
     factory = SupergraphFactory(
-        space, config.position_specific, config.temperature, config.sink_bn_init, config.dirichlet
+        space,
+        config.position_specific,
+        config.temperature,
+        config.sink_bn_init,
+        config.dirichlet,
+        config.perturbation,
     )
 
     def supergraph(name: str, shape: tuple[int, int, int, int]) -> nn.Module:

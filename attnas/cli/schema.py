@@ -137,6 +137,7 @@ class DifferentiableSearcherConf:
     sink_bn_init: float | None = None
     beta_decay: float = 0.0
     dirichlet: bool = False
+    perturbation: float = 0.0
     telemetry_every: int = 0
     alpha: int | None = None
     beta: int | None = None

@@ -26,7 +26,8 @@ weight of the sink's BatchNorm during search (``sink_bn_init``: the supergraph's
 first), β-decay regularisation (``beta_decay``, Ye et al. 2022: the mean log-sum-exp of the
 logits added to the connection weights' loss, which keeps any one logit from running away) and
 Dirichlet mixing (``dirichlet``, DrNAS: mixing weights sampled from a Dirichlet whose
-concentration the logits set, which explores and regularises at once).
+concentration the logits set, which explores and regularises at once) and SDARTS random
+smoothing (``perturbation``: uniform noise on the mixing weights in training forwards).
 
 Under fp16 autocast the trainer's GradScaler scales the loss, so the joint step's gradients of
 the connection weights carry the scale: they are divided by ``trainer.grad_scale`` before the
@@ -118,6 +119,8 @@ class DifferentiableSearchConfig:
         dirichlet: DrNAS-style mixing: each training forward mixes with a sample of
             ``Dirichlet(elu(w / τ) + 1)`` instead of the softmax (``ArchitectureWeights``); the
             weight decay then anchors the concentrations (DrNAS's L2 regulariser).
+        perturbation: SDARTS random smoothing: each training forward adds uniform noise in
+            ``[-ε, ε]`` to every mixing weight (``ArchitectureWeights``; 0: off).
         telemetry_every: Also write gradient telemetry every this many steps to
             ``telemetry_steps.jsonl`` (0: per epoch only).
         alpha: Sink nodes kept by the derivation (None: the space's default).
@@ -141,6 +144,7 @@ class DifferentiableSearchConfig:
     sink_bn_init: float | None = None
     beta_decay: float = 0.0
     dirichlet: bool = False
+    perturbation: float = 0.0
     telemetry_every: int = 0
     alpha: int | None = None
     beta: int | None = None
@@ -163,8 +167,12 @@ class DifferentiableSearchConfig:
             raise ValueError(f"temperature_schedule must be one of {TEMPERATURE_SCHEDULES}")
         if self.arch_lr_schedule not in ARCH_LR_SCHEDULES:
             raise ValueError(f"arch_lr_schedule must be one of {ARCH_LR_SCHEDULES}")
-        if self.arch_weight_decay < 0 or self.beta_decay < 0 or self.telemetry_every < 0:
-            raise ValueError("arch_weight_decay, beta_decay and telemetry_every must be >= 0")
+        if min(self.arch_weight_decay, self.beta_decay, self.perturbation) < 0 or (
+            self.telemetry_every < 0
+        ):
+            raise ValueError(
+                "arch_weight_decay, beta_decay, perturbation and telemetry_every must be >= 0"
+            )
         object.__setattr__(self, "arch_betas", tuple(self.arch_betas))
         object.__setattr__(self, "baselines", tuple(self.baselines))
 
@@ -204,6 +212,7 @@ class SupergraphFactory:
         sink_bn_init: When given, the initial weight of each built supergraph's sink BatchNorm
             (set after building it; the supergraph itself starts it at 0).
         dirichlet: Dirichlet (DrNAS-style) mixing of the connection weights.
+        perturbation: SDARTS-RS noise on the mixing weights in training forwards (0: off).
 
     Attributes:
         weights: ``{key: ArchitectureWeights}`` (key ``"all"`` when position-agnostic).
@@ -217,12 +226,14 @@ class SupergraphFactory:
         temperature: float = 1.0,
         sink_bn_init: float | None = None,
         dirichlet: bool = False,
+        perturbation: float = 0.0,
     ):
         self.space = space
         self.position_specific = position_specific
         self.temperature = temperature
         self.sink_bn_init = sink_bn_init
         self.dirichlet = dirichlet
+        self.perturbation = perturbation
         self.weights: dict[str, ArchitectureWeights] = {}
         self.graphs: dict[str, SuperGraph] = {}
 
@@ -236,6 +247,7 @@ class SupergraphFactory:
                 [self.space.activations_for(t) for t, _ in nodes],
                 temperature=self.temperature,
                 dirichlet=self.dirichlet,
+                perturbation=self.perturbation,
             )
         return self.weights[key]
 
@@ -561,7 +573,12 @@ def run_differentiable_search(
     alpha = config.alpha or space.alpha
     beta = config.beta or space.beta
     factory = SupergraphFactory(
-        space, config.position_specific, config.temperature, config.sink_bn_init, config.dirichlet
+        space,
+        config.position_specific,
+        config.temperature,
+        config.sink_bn_init,
+        config.dirichlet,
+        config.perturbation,
     )
     search_spec = spec.replace(
         run_dir=str(run_dir / "search"), cell="none", op_channel_ratio=space.op_channel_ratio

@@ -44,6 +44,11 @@ class ArchitectureWeights(nn.Module):
             call) and its mean otherwise (evaluation, derivation under ``no_grad``). The
             concentration is monotone in ``w``, so derivation reads the logits as before; the
             entropies are those of the mean.
+        perturbation: SDARTS random smoothing (Chen & Hsieh 2020, SDARTS-RS): in a training
+            forward each mixing weight gets independent uniform noise in ``[-ε, ε]`` (clamped
+            at 0, not renormalised), so the network learns under nearby mixtures and the loss
+            is smoothed around the weights. The noise is additive, so the gradient reaching
+            the logits is that of the perturbed mixture's loss. 0: off.
     """
 
     def __init__(
@@ -53,6 +58,7 @@ class ArchitectureWeights(nn.Module):
         activations: Sequence[Sequence[str]],
         temperature: float = 1.0,
         dirichlet: bool = False,
+        perturbation: float = 0.0,
     ):
         super().__init__()
         if levels < 1:
@@ -64,6 +70,9 @@ class ArchitectureWeights(nn.Module):
         self.activations = [tuple(a) for a in activations]
         self.temperature = float(temperature)
         self.dirichlet = bool(dirichlet)
+        if not perturbation >= 0:
+            raise ValueError(f"ArchitectureWeights: perturbation must be >= 0, got {perturbation}")
+        self.perturbation = float(perturbation)
         n = len(self.nodes)
         a_max = max(len(a) for a in self.activations)
         self.w_level = nn.Parameter(torch.zeros(max(self.levels - 1, 0), n, n))
@@ -81,14 +90,23 @@ class ArchitectureWeights(nn.Module):
     def _mix(
         self, logits: torch.Tensor, mask: torch.Tensor | None, sample: bool | None
     ) -> torch.Tensor:
-        """Mixing weights over the last axis: softmax, or Dirichlet sample / mean."""
+        """Mixing weights over the last axis: softmax, or Dirichlet sample / mean; perturbed
+        in a training forward when ``perturbation`` is set."""
+        if sample is None:
+            sample = self.training and torch.is_grad_enabled()
+        probs = self._probs(logits, mask, sample)
+        if sample and self.perturbation > 0:
+            noise = torch.empty_like(probs).uniform_(-self.perturbation, self.perturbation)
+            keep = probs > 0  # a masked or restricted-away entry stays at 0
+            probs = torch.where(keep, (probs + noise).clamp_min(0.0), probs)
+        return probs
+
+    def _probs(self, logits: torch.Tensor, mask: torch.Tensor | None, sample: bool) -> torch.Tensor:
         if not self.dirichlet:
             if mask is not None:
                 logits = logits.masked_fill(~mask, float("-inf"))
             return torch.softmax(logits / self.temperature, dim=-1)
         concentration = (F.elu(logits / self.temperature) + 1).clamp_min(1e-6)
-        if sample is None:
-            sample = self.training and torch.is_grad_enabled()
         if sample:
             rate = torch.ones_like(concentration)
             gamma = torch.distributions.Gamma(concentration, rate, validate_args=False)
@@ -178,6 +196,7 @@ class ArchitectureWeights(nn.Module):
             "activations": [list(a) for a in self.activations],
             "temperature": self.temperature,
             "dirichlet": self.dirichlet,
+            "perturbation": self.perturbation,
             "w_level": self.w_level.detach().cpu().tolist(),
             "w_act": self.w_act.detach().cpu().tolist(),
             "w_sink": self.w_sink.detach().cpu().tolist(),
@@ -191,6 +210,7 @@ class ArchitectureWeights(nn.Module):
             [tuple(a) for a in data["activations"]],
             data.get("temperature", 1.0),
             data.get("dirichlet", False),
+            data.get("perturbation", 0.0),
         )
         with torch.no_grad():
             for key in ("w_level", "w_act", "w_sink"):
@@ -201,7 +221,7 @@ class ArchitectureWeights(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"levels={self.levels}, nodes={len(self.nodes)}, temperature={self.temperature}, "
-            f"dirichlet={self.dirichlet}"
+            f"dirichlet={self.dirichlet}, perturbation={self.perturbation}"
         )
 
 

@@ -1,6 +1,6 @@
 """The search options against connection weights that do not move (issue 14): no weight decay,
 a learning-rate schedule, a temperature schedule, the sink BatchNorm's initial weight during
-search, and β-decay regularisation."""
+search, β-decay regularisation, Dirichlet mixing and SDARTS random smoothing."""
 
 from __future__ import annotations
 
@@ -168,6 +168,35 @@ def test_dirichlet_mixing_samples_in_a_training_forward_and_uses_the_mean_otherw
     graph = factory("Mixed_4b", SHAPE)
     graph(torch.randn(2, *SHAPE)).sum().backward()
     assert factory.weights["all"].w_level.grad.abs().max() > 0
+
+
+def test_perturbation_adds_bounded_noise_to_the_mixing_weights_in_a_training_forward_only():
+    nodes = SPACE.supergraph.nodes
+    acts = [SPACE.activations_for(t) for t, _ in nodes]
+    weights = ArchitectureWeights(2, nodes, acts, perturbation=0.03)
+    with torch.no_grad():
+        weights.w_act.normal_()
+    plain = ArchitectureWeights.from_dict({**weights.to_dict(), "perturbation": 0.0})
+    assert ArchitectureWeights.from_dict(weights.to_dict()).perturbation == 0.03
+    torch.manual_seed(0)
+    noisy, again = weights.act_probs(), weights.act_probs()
+    clean = plain.act_probs()
+    assert not torch.allclose(noisy, again)  # fresh noise per call
+    assert (noisy - clean).abs().max() <= 0.03 + 1e-7 and (noisy - clean).abs().max() > 0.01
+    assert noisy.min() >= 0 and torch.all(noisy[:, ~weights.act_mask] == 0)  # masked stay 0
+    # the noise is additive: the logits get the unperturbed mixture's gradient (where unclamped)
+    noisy[0, 0, 0].backward()
+    clean[0, 0, 0].backward()
+    torch.testing.assert_close(weights.w_act.grad, plain.w_act.grad)
+    with torch.no_grad():  # derivation, evaluation: no noise
+        torch.testing.assert_close(weights.act_probs(), clean.detach())
+    torch.testing.assert_close(weights.eval().act_probs(), clean.detach())
+    factory = SupergraphFactory(SPACE, False, perturbation=0.05)
+    assert factory._weights_for("x").perturbation == 0.05
+    with pytest.raises(ValueError, match="perturbation"):
+        DifferentiableSearchConfig(perturbation=-0.1)
+    with pytest.raises(ValueError, match="perturbation"):
+        ArchitectureWeights(2, nodes, acts, perturbation=-1.0)
 
 
 def test_telemetry_every_n_steps_goes_to_its_own_file(tmp_path):
