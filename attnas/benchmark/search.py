@@ -99,14 +99,7 @@ def run_proxy_search(
     from attnas.train.trainer import Trainer
 
     alpha, beta = config.alpha or space.alpha, config.beta or space.beta
-    factory = SupergraphFactory(
-        space,
-        config.position_specific,
-        config.temperature,
-        config.sink_bn_init,
-        config.dirichlet,
-        config.perturbation,
-    )
+    factory = SupergraphFactory.from_config(space, config)
 
     def supergraph(name: str, shape: tuple[int, int, int, int]) -> nn.Module:
         return factory(name, shape)

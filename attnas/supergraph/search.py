@@ -237,6 +237,21 @@ class SupergraphFactory:
         self.weights: dict[str, ArchitectureWeights] = {}
         self.graphs: dict[str, SuperGraph] = {}
 
+    @classmethod
+    def from_config(
+        cls, space: SearchSpace, config: DifferentiableSearchConfig
+    ) -> SupergraphFactory:
+        """The factory a search with ``config`` uses (sharing, temperature, sink opening,
+        Dirichlet mixing, perturbation)."""
+        return cls(
+            space,
+            config.position_specific,
+            config.temperature,
+            config.sink_bn_init,
+            config.dirichlet,
+            config.perturbation,
+        )
+
     def _weights_for(self, name: str) -> ArchitectureWeights:
         key = name if self.position_specific else AGNOSTIC
         if key not in self.weights:
@@ -572,14 +587,7 @@ def run_differentiable_search(
     run_dir = Path(run_dir)
     alpha = config.alpha or space.alpha
     beta = config.beta or space.beta
-    factory = SupergraphFactory(
-        space,
-        config.position_specific,
-        config.temperature,
-        config.sink_bn_init,
-        config.dirichlet,
-        config.perturbation,
-    )
+    factory = SupergraphFactory.from_config(space, config)
     search_spec = spec.replace(
         run_dir=str(run_dir / "search"), cell="none", op_channel_ratio=space.op_channel_ratio
     )

@@ -191,8 +191,10 @@ def test_perturbation_adds_bounded_noise_to_the_mixing_weights_in_a_training_for
     with torch.no_grad():  # derivation, evaluation: no noise
         torch.testing.assert_close(weights.act_probs(), clean.detach())
     torch.testing.assert_close(weights.eval().act_probs(), clean.detach())
-    factory = SupergraphFactory(SPACE, False, perturbation=0.05)
-    assert factory._weights_for("x").perturbation == 0.05
+    config = DifferentiableSearchConfig(perturbation=0.05, dirichlet=True, position_specific=True)
+    factory = SupergraphFactory.from_config(SPACE, config)
+    built = factory._weights_for("x")
+    assert built.perturbation == 0.05 and built.dirichlet and factory.position_specific
     with pytest.raises(ValueError, match="perturbation"):
         DifferentiableSearchConfig(perturbation=-0.1)
     with pytest.raises(ValueError, match="perturbation"):
