@@ -24,7 +24,7 @@ softmax temperature schedule (``attnas.supergraph.weights.temperature_at``), the
 weight of the sink's BatchNorm during search (``sink_bn_init``: the supergraph's convention is
 0, which multiplies every gradient reaching the connection weights by a near-zero scale at
 first), β-decay regularisation (``beta_decay``, Ye et al. 2022: the mean log-sum-exp of the
-logits added to the connection weights' loss, which keeps any one logit from running away) and
+logits added to the connection weights' loss, which keeps any one logit from running away),
 Dirichlet mixing (``dirichlet``, DrNAS: mixing weights sampled from a Dirichlet whose
 concentration the logits set, which explores and regularises at once) and SDARTS random
 smoothing (``perturbation``: uniform noise on the mixing weights in training forwards).
