@@ -68,6 +68,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # SDARTS-RS: the softmax search with uniform noise of ±0.03 on every mixing weight in
     # training forwards (the ε SDARTS implementations default to)
     "perturb0.03": {"perturbation": 0.03},
+    # the objective, not the optimiser: the mean entropy of the mixing weights added to their
+    # loss with weight 1 (both in nats), pushing every row towards one choice
+    "dirichlet_entropy1": {"dirichlet": True, "entropy_penalty": 1.0},
     "bn0.1": {"sink_bn_init": 0.1},
     "bilevel": {"mode": "bilevel"},  # DARTS first order: network on one half, weights on the other
 }

@@ -136,6 +136,7 @@ class DifferentiableSearcherConf:
     temperature_schedule: str = "exponential"
     sink_bn_init: float | None = None
     beta_decay: float = 0.0
+    entropy_penalty: float = 0.0
     dirichlet: bool = False
     perturbation: float = 0.0
     telemetry_every: int = 0

@@ -116,6 +116,8 @@ class DifferentiableSearchConfig:
             connection weights get a gradient from the first step.
         beta_decay: Weight λ of β-decay regularisation: ``λ · mean log Σ exp(w)`` over every
             softmax row of the connection weights, added to their loss (0: off).
+        entropy_penalty: Weight λ of ``λ · mean entropy`` of every row's (evaluation-mode)
+            mixing weights, added to their loss: it pushes each row towards one choice (0: off).
         dirichlet: DrNAS-style mixing: each training forward mixes with a sample of
             ``Dirichlet(elu(w / τ) + 1)`` instead of the softmax (``ArchitectureWeights``); the
             weight decay then anchors the concentrations (DrNAS's L2 regulariser).
@@ -143,6 +145,7 @@ class DifferentiableSearchConfig:
     temperature_schedule: str = "exponential"
     sink_bn_init: float | None = None
     beta_decay: float = 0.0
+    entropy_penalty: float = 0.0
     dirichlet: bool = False
     perturbation: float = 0.0
     telemetry_every: int = 0
@@ -167,11 +170,11 @@ class DifferentiableSearchConfig:
             raise ValueError(f"temperature_schedule must be one of {TEMPERATURE_SCHEDULES}")
         if self.arch_lr_schedule not in ARCH_LR_SCHEDULES:
             raise ValueError(f"arch_lr_schedule must be one of {ARCH_LR_SCHEDULES}")
-        if min(self.arch_weight_decay, self.beta_decay, self.perturbation) < 0 or (
-            self.telemetry_every < 0
-        ):
+        penalties = (self.arch_weight_decay, self.beta_decay, self.entropy_penalty)
+        if min(*penalties, self.perturbation) < 0 or self.telemetry_every < 0:
             raise ValueError(
-                "arch_weight_decay, beta_decay, perturbation and telemetry_every must be >= 0"
+                "arch_weight_decay, beta_decay, entropy_penalty, perturbation and "
+                "telemetry_every must be >= 0"
             )
         object.__setattr__(self, "arch_betas", tuple(self.arch_betas))
         object.__setattr__(self, "baselines", tuple(self.baselines))
@@ -375,8 +378,8 @@ class ArchitectureStep(TrainerHook):
                 "step %d: non-finite connection-weight gradients, architecture step skipped", step
             )
         else:
-            if self.config.beta_decay > 0:
-                self._add_beta_decay()
+            if self.config.beta_decay > 0 or self.config.entropy_penalty > 0:
+                self._add_penalties()
             for group in self.optimizer.param_groups:
                 group["lr"] = self.arch_lr()
             before = {k: snapshot(w) for k, w in self.factory.weights.items()}
@@ -416,13 +419,17 @@ class ArchitectureStep(TrainerHook):
             self._write(record, "_steps")
             self._step_meter.reset()
 
-    def _add_beta_decay(self) -> None:
-        """Add λ · ∂/∂w mean-log-sum-exp of every softmax row to the gradients."""
+    def _add_penalties(self) -> None:
+        """Add the gradients of the regularisers to the connection weights': β-decay,
+        λ · mean log-sum-exp of every softmax row (its gradient is the row's softmax), and the
+        entropy penalty, λ · mean entropy of every row's mixing weights."""
+        c = self.config
         with torch.enable_grad():
-            loss = sum(w.logsumexp_penalty() for w in self.factory.weights.values())
-            grads = torch.autograd.grad(
-                self.config.beta_decay * loss, self.params, allow_unused=True
+            loss = sum(
+                c.beta_decay * w.logsumexp_penalty() + c.entropy_penalty * w.entropy_penalty()
+                for w in self.factory.weights.values()
             )
+            grads = torch.autograd.grad(loss, self.params, allow_unused=True)
         for p, g in zip(self.params, grads):
             if g is not None:
                 p.grad = g.detach() if p.grad is None else p.grad + g.detach()

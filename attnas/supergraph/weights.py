@@ -182,6 +182,18 @@ class ArchitectureWeights(nn.Module):
         values = torch.cat([torch.logsumexp(r, dim=-1) for r in rows])
         return values.mean()
 
+    def entropy_penalty(self) -> torch.Tensor:
+        """The mean over every row (sink, predecessors, activations) of the entropy (nats) of
+        its evaluation-mode mixing weights, those the derivation and evaluation read (0-d
+        tensor, differentiable in the logits). Penalising it pushes each row towards one
+        choice."""
+        rows = [self.sink_probs(sample=False)[None, :]]
+        if self.levels > 1:
+            rows.append(self.level_probs(sample=False).reshape(-1, self.num_nodes))
+        act = self.act_probs(sample=False)
+        rows.append(act.reshape(-1, act.shape[-1]))
+        return torch.cat([-(r * torch.log(r.clamp_min(1e-30))).sum(-1) for r in rows]).mean()
+
     def set_temperature(self, temperature: float) -> None:
         """Change τ (e.g. once per epoch from ``temperature_at``)."""
         if temperature <= 0:

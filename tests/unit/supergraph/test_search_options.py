@@ -139,6 +139,38 @@ def test_beta_decay_adds_the_softmax_of_each_row_to_the_gradients():
         DifferentiableSearchConfig(beta_decay=-0.1)
 
 
+def test_entropy_penalty_adds_the_gradient_of_the_mean_row_entropy():
+    nodes = SPACE.supergraph.nodes
+    acts = [SPACE.activations_for(t) for t, _ in nodes]
+    weights = ArchitectureWeights(2, nodes, acts)
+    rows = 1 + 6 + 12
+    uniform = (math.log(12) + 6 * math.log(6) + sum(math.log(len(a)) for a in acts) * 2) / rows
+    torch.testing.assert_close(weights.entropy_penalty(), torch.tensor(uniform))
+    with torch.no_grad():
+        weights.w_sink.copy_(torch.linspace(-1, 1, 12))
+    weights.entropy_penalty().backward()
+    p = torch.softmax(weights.w_sink, 0).detach()
+    entropy = -(p * p.log()).sum()
+    # dH/dw_i = -p_i (log p_i + H) for a softmax row
+    torch.testing.assert_close(weights.w_sink.grad, -p * (p.log() + entropy) / rows)
+
+    hook, factory = _hook(entropy_penalty=2.0)
+    aw = factory.weights["all"]
+    with torch.no_grad():
+        aw.w_sink.copy_(torch.linspace(-1, 1, 12))
+    seen = []
+    hook.optimizer.register_step_pre_hook(lambda *args: seen.append(aw.w_sink.grad.clone()))
+    hook.on_fit_start(_trainer(epochs=1, steps=1))
+    for w in (aw.w_sink, aw.w_level, aw.w_act):
+        w.grad = torch.zeros_like(w)
+    before = aw.entropies()["entropy/sink"]
+    hook.on_train_step(_trainer(epochs=1, steps=1), None, 1)
+    torch.testing.assert_close(seen[0], 2.0 * weights.w_sink.grad)
+    assert hook.steps == 1 and aw.entropies()["entropy/sink"] < before  # the step sharpened it
+    with pytest.raises(ValueError, match="entropy_penalty"):
+        DifferentiableSearchConfig(entropy_penalty=-1.0)
+
+
 def test_dirichlet_mixing_samples_in_a_training_forward_and_uses_the_mean_otherwise():
     nodes = SPACE.supergraph.nodes
     weights = ArchitectureWeights(2, nodes, [SPACE.activations_for(t) for t, _ in nodes],
