@@ -254,7 +254,7 @@ def paired_against(runs: list[dict[str, Any]], bench: Any, reference: str) -> di
     return out
 
 
-def _ci(t: tuple[float, ...], scale: float = 1.0, digits: int = 1) -> str:
+def ci_text(t: tuple[float, ...], scale: float = 1.0, digits: int = 1) -> str:
     p, lo, hi = (v * scale for v in t)
     return f"{p:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
@@ -292,21 +292,23 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
         for rule in RULES:
             r = e.get(rule)
             cols += (
-                [_ci(r["percentile_median"]), _ci(r["minus_nonlocal"], 100)] if r else ["—", "—"]
+                [ci_text(r["percentile_median"]), ci_text(r["minus_nonlocal"], 100)]
+                if r
+                else ["—", "—"]
             )
         a = e.get("a2b1")
         placed = f"{len(a['percentiles'])} / {a['in_table']}" if a else "—"
         lines.append(
             f"| {name} | {len(e['seeds'])} | {cols[0]} | {cols[1]} | {placed} | "
             f"{cols[2]} | {cols[3]} | {cols[4]} | {cols[5]} | "
-            f"{e['stable_seeds']} of {len(e['seeds'])} | {_ci(e['sink_entropy_ratio'], 1, 3)} "
-            f"| {_ci(e['top_sink_share'], 1, 3)} | {_ci(e['supergraph_val_top1'], 100)} |"
+            f"{e['stable_seeds']} of {len(e['seeds'])} | {ci_text(e['sink_entropy_ratio'], 1, 3)} "
+            f"| {ci_text(e['top_sink_share'], 1, 3)} | {ci_text(e['supergraph_val_top1'], 100)} |"
         )
     paired = summary.get("against_reference", {})
     if paired:
         lines += ["", f"Space-rule cell's mean − `{REFERENCE}`'s, paired over search seeds:", ""]
         lines += [
-            f"- {name}: {_ci(d['diff'], 100, 2)} pp ({len(d['seeds'])} seeds)"
+            f"- {name}: {ci_text(d['diff'], 100, 2)} pp ({len(d['seeds'])} seeds)"
             for name, d in paired.items()
         ]
     lines += [
@@ -323,15 +325,16 @@ def run_path(work: Path, variant: str, seed: int) -> Path:
     return work / "runs" / f"{variant}_seed{seed}.json"
 
 
-def restore_runs(results: Path, work: Path) -> int:
+def restore_runs(results: Path, work: Path, key: str = "variant") -> int:
     """Put the runs recorded in ``results`` (a previous summary's JSON, which is committed) back
     under ``work`` where they are missing, so that a fresh checkout resumes the study and
-    re-summarises it without rerunning them. Returns how many were restored."""
+    re-summarises it without rerunning them; ``key`` names what a run varies (``variant``;
+    the position study's ``mode``). Returns how many were restored."""
     if not results.is_file():
         return 0
     restored = 0
     for run in json.loads(results.read_text()).get("runs", []):
-        path = run_path(work, run["variant"], run["seed"])
+        path = run_path(work, run[key], run["seed"])
         if not path.is_file():
             path.write_text(json.dumps(run, indent=1))
             restored += 1

@@ -41,7 +41,16 @@ from typing import Any
 
 import numpy as np
 
-from experiments.derived_cell_study import DEMO, STABLE_FRACTION, VARIANTS, bootstrap, stable_epochs
+from experiments.derived_cell_study import (
+    DEMO,
+    STABLE_FRACTION,
+    VARIANTS,
+    bootstrap,
+    ci_text,
+    restore_runs,
+    run_path,
+    stable_epochs,
+)
 
 POSITIONS = ("Conv3d_2c_3x3", "Mixed_3b")
 MODES = {"agnostic": False, "specific": True}
@@ -69,10 +78,13 @@ def cells_key(cells: dict[str, Any]) -> str:
 
 def run_one(mode: str, seed: int, work: Path) -> dict[str, Any]:
     """One search of ``mode`` with ``seed``; its derived cells retrained together."""
-    from attnas.benchmark.search import retrain_under_protocol, run_proxy_search
+    from attnas.benchmark.search import (
+        derive_by_position,
+        retrain_under_protocol,
+        run_proxy_search,
+    )
     from attnas.space import load_space
-    from attnas.supergraph import derive_cell
-    from attnas.supergraph.search import AGNOSTIC, DifferentiableSearchConfig, derived_cell_factory
+    from attnas.supergraph.search import DifferentiableSearchConfig, derived_cell_factory
 
     _, protocol, cache, seeds = setting(work)
     space = load_space("attention_nas")
@@ -82,8 +94,7 @@ def run_one(mode: str, seed: int, work: Path) -> dict[str, Any]:
     start = time.perf_counter()
     result = run_proxy_search(protocol, cache, space, config, seed)
     search_s = time.perf_counter() - start
-    derived = {k: derive_cell(w, space.alpha, space.beta) for k, w in result.weights.items()}
-    cells = {p: derived[AGNOSTIC if AGNOSTIC in derived else p] for p in POSITIONS}
+    cells = derive_by_position(result.weights, POSITIONS, space.alpha, space.beta)
     cell_set = derived_cell_factory(cells, protocol.op_channel_ratio)
     trials = retrain_under_protocol(
         protocol, cache, cell_set, seeds, store=work / "retrain" / cells_key(cells)
@@ -174,11 +185,6 @@ def summarise(runs: list[dict[str, Any]], baselines: dict[str, list[float]]) -> 
     }
 
 
-def _ci(t: tuple[float, ...], scale: float = 1.0, digits: int = 1) -> str:
-    p, lo, hi = (v * scale for v in t)
-    return f"{p:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
 def markdown(summary: dict[str, Any]) -> str:
     b = summary["baselines"]
     lines = [
@@ -201,9 +207,10 @@ def markdown(summary: dict[str, Any]) -> str:
     for mode, e in summary["modes"].items():
         n = len(e["seeds"])
         lines.append(
-            f"| {mode} | {n} | {_ci(e['mean'], 100, 2)} | {_ci(e['minus_nonlocal'], 100, 2)} | "
-            f"{_ci(e['minus_none'], 100, 2)} | {e['stable_seeds']} of {n} | "
-            f"{_ci(e['sink_entropy_ratio'], 1, 3)} | {_ci(e['top_sink_share'], 1, 3)} | "
+            f"| {mode} | {n} | {ci_text(e['mean'], 100, 2)} | "
+            f"{ci_text(e['minus_nonlocal'], 100, 2)} | "
+            f"{ci_text(e['minus_none'], 100, 2)} | {e['stable_seeds']} of {n} | "
+            f"{ci_text(e['sink_entropy_ratio'], 1, 3)} | {ci_text(e['top_sink_share'], 1, 3)} | "
             f"{e['distinct_cells_across_positions']} of {n} | {e['search_s']:.0f} |"
         )
     d = summary["specific_minus_agnostic"]
@@ -211,15 +218,10 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += [
             "",
             f"Specific − agnostic, paired over search seeds {d['seeds']}: "
-            f"{_ci(d['diff'], 100, 2)} pp.",
+            f"{ci_text(d['diff'], 100, 2)} pp.",
         ]
     lines.append("")
     return "\n".join(lines)
-
-
-def run_path(work: Path, mode: str, seed: int) -> Path:
-    """Where one finished run of the study is kept under ``work``."""
-    return work / "runs" / f"{mode}_seed{seed}.json"
 
 
 def main() -> None:
@@ -233,15 +235,9 @@ def main() -> None:
     args = parser.parse_args()
     work, out = Path(args.work), Path(args.out)
     (work / "runs").mkdir(parents=True, exist_ok=True)
-    previous = (
-        json.loads(out.with_suffix(".json").read_text())
-        if out.with_suffix(".json").is_file()
-        else {}
-    )
-    for run in previous.get("runs", []):  # a fresh checkout resumes from the committed results
-        path = run_path(work, run["mode"], run["seed"])
-        if not path.is_file():
-            path.write_text(json.dumps(run, indent=1))
+    results = out.with_suffix(".json")
+    restore_runs(results, work, key="mode")  # a fresh checkout resumes from the committed file
+    previous = json.loads(results.read_text()) if results.is_file() else {}
     kept = {k: v["values"] for k, v in previous.get("summary", {}).get("baselines", {}).items()}
     baselines_file = work / "baselines.json"
     if baselines_file.is_file():

@@ -21,6 +21,7 @@ ships one) and ``retrain_under_protocol`` trains a cell or a baseline once per s
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,8 +94,7 @@ def run_proxy_search(
     import json
     import tempfile
 
-    from attnas.supergraph import derive_cell
-    from attnas.supergraph.search import AGNOSTIC, ArchitectureStep, SupergraphFactory
+    from attnas.supergraph.search import ArchitectureStep, SupergraphFactory
     from attnas.train import heldout_loader, split_dataset
     from attnas.train.trainer import Trainer
 
@@ -131,10 +131,21 @@ def run_proxy_search(
             else []
         )
     weights = dict(factory.weights)
-    derived = {key: derive_cell(w, alpha, beta) for key, w in weights.items()}
-    cells = {p: derived[AGNOSTIC if AGNOSTIC in derived else p] for p in protocol.positions}
+    cells = derive_by_position(weights, protocol.positions, alpha, beta)
     cell = next(iter(cells.values()))
     return ProxySearchResult(cell, weights, history, telemetry, hook.steps, model, cells)
+
+
+def derive_by_position(
+    weights: dict[str, Any], positions: Sequence[str], alpha: int, beta: int
+) -> dict[str, CellSpec]:
+    """``{position: cell}`` derived with top-α / top-β from a search's connection weights: the
+    shared weights' cell at every position (key ``"all"``), or each position's own."""
+    from attnas.supergraph import derive_cell
+    from attnas.supergraph.search import AGNOSTIC
+
+    derived = {key: derive_cell(w, alpha, beta) for key, w in weights.items()}
+    return {p: derived[AGNOSTIC if AGNOSTIC in derived else p] for p in positions}
 
 
 def recalibrated_top1(

@@ -425,10 +425,13 @@ class ArchitectureStep(TrainerHook):
         entropy penalty, λ · mean entropy of every row's mixing weights."""
         c = self.config
         with torch.enable_grad():
-            loss = sum(
-                c.beta_decay * w.logsumexp_penalty() + c.entropy_penalty * w.entropy_penalty()
-                for w in self.factory.weights.values()
-            )
+            terms = []
+            for w in self.factory.weights.values():
+                if c.beta_decay > 0:
+                    terms.append(c.beta_decay * w.logsumexp_penalty())
+                if c.entropy_penalty > 0:
+                    terms.append(c.entropy_penalty * w.entropy_penalty())
+            loss = torch.stack(terms).sum()
             grads = torch.autograd.grad(loss, self.params, allow_unused=True)
         for p, g in zip(self.params, grads):
             if g is not None:
