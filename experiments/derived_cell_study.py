@@ -71,6 +71,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the objective, not the optimiser: the mean entropy of the mixing weights added to their
     # loss with weight 1 (both in nats), pushing every row towards one choice
     "dirichlet_entropy1": {"dirichlet": True, "entropy_penalty": 1.0},
+    # the choice, not the weights: DARTS-PT's perturbation-based selection on the demo's
+    # trained Dirichlet supergraph (each rule's choices ranked by the validation loss's rise
+    # without them, progressively fixed)
+    "dirichlet_pt": {"dirichlet": True, "selection": "perturbation"},
     "bn0.1": {"sink_bn_init": 0.1},
     "bilevel": {"mode": "bilevel"},  # DARTS first order: network on one half, weights on the other
 }
@@ -127,18 +131,69 @@ def stable_epochs(telemetry: list[dict[str, Any]], key: str = "all") -> int:
     return n
 
 
-def run_one(name: str, seed: int, work: Path) -> dict[str, Any]:
-    """One search of variant ``name`` with ``seed``; both derived cells placed on the table."""
+def _table(work: Path) -> tuple[Any, Any, Any]:
+    """The judging table, its protocol and the protocol's feature cache (under ``work``)."""
     from attnas.benchmark import FeatureCache, ProxyProtocol, load
-    from attnas.benchmark.search import protocol_weights, run_proxy_search, table_folder
-    from attnas.space import load_space
-    from attnas.supergraph import derive_cell
-    from attnas.supergraph.search import DifferentiableSearchConfig
+    from attnas.benchmark.search import protocol_weights, table_folder
 
     folder = table_folder("distant_match_k2")
     bench = load(str(folder))
     protocol = ProxyProtocol.from_dict(bench.manifest["protocol"])
-    cache = FeatureCache(protocol, protocol_weights(protocol, folder, work / "proxy"))
+    return (
+        bench,
+        protocol,
+        FeatureCache(protocol, protocol_weights(protocol, folder, work / "proxy")),
+    )
+
+
+def weights_rule_placements(run: dict[str, Any], table: tuple[Any, ...], work: Path) -> dict:
+    """The three rules' cells derived from a run's final connection weights by the weights
+    (``derive_cell``), placed on the table (``_table``'s ``table``): for a run with the
+    perturbation selection, the cells its own trained network would have given without it
+    (the pairing that leaves out the search's seed-to-seed spread)."""
+    from attnas.space import load_space
+    from attnas.supergraph import ArchitectureWeights, derive_cell
+
+    bench, protocol, cache = table
+    space = load_space("attention_nas")
+    weights = ArchitectureWeights.from_dict(run["weights"])
+    seeds = [int(s) for s in bench.manifest["seeds"]]
+    rules = {"a1b1": (1, 1), "a2b1": (2, 1), "space": (space.alpha, space.beta)}
+    cells = {rule: derive_cell(weights, a, b) for rule, (a, b) in rules.items()}
+    return {
+        rule: _placement(bench, protocol, cache, cell, seeds, work / "retrain" / cell.hash())
+        for rule, cell in cells.items()
+    }
+
+
+def backfill_weights_rule(work: Path, variants: list[str], seeds: list[int]) -> int:
+    """Add ``weights_placements`` to the finished perturbation-selection runs of ``variants``
+    and ``seeds`` under ``work`` that lack them (runs from before the study recorded them).
+    Returns how many were added."""
+    table = None
+    added = 0
+    for name in variants:
+        for seed in seeds:
+            path = run_path(work, name, seed)
+            if not path.is_file():
+                continue
+            run = json.loads(path.read_text())
+            if run["config"].get("selection") != "perturbation" or "weights_placements" in run:
+                continue
+            table = table or _table(work)
+            run["weights_placements"] = weights_rule_placements(run, table, work)
+            path.write_text(json.dumps(run, indent=1))
+            added += 1
+    return added
+
+
+def run_one(name: str, seed: int, work: Path) -> dict[str, Any]:
+    """One search of variant ``name`` with ``seed``; both derived cells placed on the table."""
+    from attnas.benchmark.search import derive_by_position, proxy_score, run_proxy_search
+    from attnas.space import load_space
+    from attnas.supergraph.search import DifferentiableSearchConfig
+
+    table = bench, protocol, cache = _table(work)
     space = load_space("attention_nas")
     variant = dict(VARIANTS[name])
     epochs = variant.pop(SEARCH_EPOCHS, protocol.train.epochs)
@@ -149,11 +204,15 @@ def run_one(name: str, seed: int, work: Path) -> dict[str, Any]:
     search_s = time.perf_counter() - start
     weights = next(iter(result.weights.values()))
     seeds = [int(s) for s in bench.manifest["seeds"]]
+    score = None
+    if config.selection == "perturbation":
+        score = proxy_score(result.model, protocol, cache)
     cells = {
         "a1b1": result.cell,
-        "a2b1": derive_cell(weights, 2, 1),
-        "space": derive_cell(weights, space.alpha, space.beta),
+        "a2b1": derive_by_position(result.weights, ["all"], 2, 1, score)["all"],
+        "space": derive_by_position(result.weights, ["all"], space.alpha, space.beta, score)["all"],
     }
+    select_s = time.perf_counter() - start - search_s
     last = result.telemetry[-1]["positions"]["all"]
     run = {
         "variant": name,
@@ -161,6 +220,7 @@ def run_one(name: str, seed: int, work: Path) -> dict[str, Any]:
         "config": dataclasses.asdict(config),
         "search_epochs": epochs,
         "search_s": round(search_s, 1),
+        "select_s": round(select_s, 1),
         "supergraph_val_top1": result.history[-1]["val_top1"],
         "sink_entropy_ratio": last["entropy/sink"] / last["entropy_max/sink"],
         "top_sink_share": last["top_sink_share"],
@@ -173,8 +233,10 @@ def run_one(name: str, seed: int, work: Path) -> dict[str, Any]:
             for rule, cell in cells.items()
         },
         "table": {"cells": len(bench), "complete": bench.complete},
-        "wall_s": round(time.perf_counter() - start, 1),
     }
+    if score is not None:
+        run["weights_placements"] = weights_rule_placements(run, table, work)
+    run["wall_s"] = round(time.perf_counter() - start, 1)
     return run
 
 
@@ -209,6 +271,8 @@ def summarise(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
             "supergraph_val_top1": bootstrap([r["supergraph_val_top1"] for r in mine], np.mean),
             "search_s": statistics.median(r["search_s"] for r in mine),
         }
+        if all("select_s" in r for r in mine):  # runs before the selection step lack it
+            entry["select_s"] = statistics.median(r["select_s"] for r in mine)
         for rule in RULES:
             placed = [
                 replace_on(bench, r["placements"][rule])
@@ -234,7 +298,39 @@ def summarise(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
         "nonlocal_values": nonlocal_values,
         "variants": out,
         "against_reference": paired_against(runs, bench, REFERENCE),
+        "against_weights_rule": against_weights_rule(runs, bench),
     }
+
+
+def against_weights_rule(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
+    """Per variant with ``weights_placements`` and per rule: the selected cells' median
+    percentile, that of the cells the same trained networks' weights give, and the selected
+    cell's mean minus the weights' cell's, paired over the runs (bootstrap intervals)."""
+    out: dict[str, Any] = {}
+    for name in dict.fromkeys(r["variant"] for r in runs if "weights_placements" in r):
+        mine = [r for r in runs if r["variant"] == name and "weights_placements" in r]
+        entry: dict[str, Any] = {"seeds": [r["seed"] for r in mine]}
+        for rule in RULES:
+            pairs = [
+                (
+                    replace_on(bench, r["placements"][rule]),
+                    replace_on(bench, r["weights_placements"][rule]),
+                )
+                for r in mine
+                if "mean" in r["placements"].get(rule, {})
+                and "mean" in r["weights_placements"].get(rule, {})
+            ]
+            if not pairs:
+                continue
+            entry[rule] = {
+                "selected_percentile_median": bootstrap([a["percentile"] for a, _ in pairs]),
+                "weights_percentile_median": bootstrap([b["percentile"] for _, b in pairs]),
+                "diff": bootstrap([a["mean"] - b["mean"] for a, b in pairs], np.mean),
+                "same_cell": sum(a["hash"] == b["hash"] for a, b in pairs),
+                "runs": len(pairs),
+            }
+        out[name] = entry
+    return out
 
 
 def paired_against(runs: list[dict[str, Any]], bench: Any, reference: str) -> dict[str, Any]:
@@ -269,7 +365,10 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
         "position-agnostic, `attention_nas` space, the table's proxy protocol, 8 epochs × 16 "
         "steps; `dirichlet_warmup2`: the first 2 with the connection weights frozen; "
         "`dirichlet_epochs24`: 24 epochs, the derived cells retrained with the protocol's 8) "
-        "with one remedy changed per variant; each seed's derived cell is placed on "
+        "with one remedy changed per variant (`dirichlet_pt`: `dirichlet`'s search, each "
+        "rule's choices ranked by perturbation, `attnas.supergraph.select`; its stability "
+        "column is that of the weights' own per-epoch derivation); each seed's derived cell is "
+        "placed on "
         f"`distant_match_k2` ({len(bench)} of {bench.manifest.get('cells_total', len(bench))} cells"
         + ("" if bench.complete else ", partial: percentiles rank among a uniform random sample")
         + "). `a1b1`: α = 1, β = 1 (1 or 2 ops with the top node the only output: never a cell "
@@ -310,6 +409,35 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
         lines += [
             f"- {name}: {ci_text(d['diff'], 100, 2)} pp ({len(d['seeds'])} seeds)"
             for name, d in paired.items()
+        ]
+    same = summary.get("against_weights_rule", {})
+    for name, e in same.items():
+        lines += [
+            "",
+            f"`{name}` against the cells its own trained networks' weights give (`derive_cell`), "
+            "paired over the runs:",
+            "",
+            "| rule | runs | same cell | selected median pct | weights' median pct | "
+            "selected − weights' (pp) |",
+            "| --- | ---: | ---: | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {rule} | {r['runs']} | {r['same_cell']} | "
+            f"{ci_text(r['selected_percentile_median'])} | "
+            f"{ci_text(r['weights_percentile_median'])} | {ci_text(r['diff'], 100, 2)} |"
+            for rule, r in ((k, e[k]) for k in RULES if k in e)
+        ]
+    timed = {n: e for n, e in summary["variants"].items() if "select_s" in e}
+    if timed:
+        lines += [
+            "",
+            "Median seconds per search seed: the search with the `a1b1` selection, then the "
+            "`a2b1` and `space` selections:",
+            "",
+        ]
+        lines += [
+            f"- {name}: search {e['search_s']:.0f} s, selection {e['select_s']:.0f} s"
+            for name, e in timed.items()
         ]
     lines += [
         "",
@@ -372,6 +500,9 @@ def main() -> None:
                     f"({run['wall_s']:.0f} s)",
                     flush=True,
                 )
+        backfill_weights_rule(
+            work, args.variants.split(","), [int(s) for s in args.seeds.split(",")]
+        )
     wanted = set(args.variants.split(","))
     runs = [json.loads(p.read_text()) for p in sorted((work / "runs").glob("*.json"))]
     runs = [r for r in runs if r["variant"] in wanted]

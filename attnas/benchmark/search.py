@@ -20,17 +20,15 @@ ships one) and ``retrain_under_protocol`` trains a cell or a baseline once per s
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from attnas.benchmark.protocol import FeatureCache, ProxyProtocol, build_proxy_model
 from attnas.space import CellSpec, SearchSpace
+from attnas.supergraph.select import derive_by_position
 
 
 @dataclass
@@ -131,21 +129,20 @@ def run_proxy_search(
             else []
         )
     weights = dict(factory.weights)
-    cells = derive_by_position(weights, protocol.positions, alpha, beta)
+    score = proxy_score(model, protocol, cache) if config.selection == "perturbation" else None
+    cells = derive_by_position(weights, protocol.positions, alpha, beta, score)
     cell = next(iter(cells.values()))
     return ProxySearchResult(cell, weights, history, telemetry, hook.steps, model, cells)
 
 
-def derive_by_position(
-    weights: dict[str, Any], positions: Sequence[str], alpha: int, beta: int
-) -> dict[str, CellSpec]:
-    """``{position: cell}`` derived with top-α / top-β from a search's connection weights: the
-    shared weights' cell at every position (key ``"all"``), or each position's own."""
-    from attnas.supergraph import derive_cell
-    from attnas.supergraph.search import AGNOSTIC
+def proxy_score(model: nn.Module, protocol: ProxyProtocol, cache: FeatureCache) -> Any:
+    """The perturbation selection's ``score()`` of a trained search network: its validation
+    loss on the cached clips, BatchNorms re-estimated on the first training batches
+    (``attnas.supergraph.select.supergraph_loss``)."""
+    from attnas.supergraph.select import supergraph_loss
 
-    derived = {key: derive_cell(w, alpha, beta) for key, w in weights.items()}
-    return {p: derived[AGNOSTIC if AGNOSTIC in derived else p] for p in positions}
+    calibration, val = _unshuffled(cache, protocol.train.batch_size)
+    return supergraph_loss(model, val, calibration)
 
 
 def recalibrated_top1(
@@ -153,23 +150,26 @@ def recalibrated_top1(
 ) -> float:
     """Validation top-1 of a trained search network with the running statistics of its
     trainable BatchNorms re-estimated on the first ``batches`` (unshuffled) training batches
-    under the evaluation-mode mixing weights. ``model`` is not changed (a copy is evaluated).
+    under the evaluation-mode mixing weights. ``model`` is as it was afterwards.
 
     Under Dirichlet mixing the statistics gathered in training are those of sampled mixing
     weights, and the network evaluated with their mean can sit at chance: on the complete
     table's task 49.8 % as trained, 70.7 % re-estimated (``experiments/results/
     oneshot_ranking.md``, the same re-estimation as a one-shot score's).
     """
+    from attnas.supergraph.oneshot import evaluate_recalibrated
+
+    train, val = _unshuffled(cache, batch_size)
+    return evaluate_recalibrated(model, val, train, batches).top1
+
+
+def _unshuffled(cache: FeatureCache, batch_size: int) -> tuple[Any, Any]:
+    """Unshuffled loaders of the cache's training clips (``batch_size``) and validation clips,
+    for evaluations that must see the same batches every time."""
     from torch.utils.data import DataLoader
 
-    from attnas.supergraph.oneshot import evaluate, recalibrate_batchnorm
-
-    net = copy.deepcopy(model)
     train = DataLoader(cache.data["train"], batch_size=batch_size, shuffle=False)
-    val = DataLoader(cache.data["val"], batch_size=256, shuffle=False)
-    with torch.no_grad():
-        recalibrate_batchnorm(net, train, batches)
-    return evaluate(net, val).top1
+    return train, DataLoader(cache.data["val"], batch_size=256, shuffle=False)
 
 
 def table_folder(name: str) -> Path:

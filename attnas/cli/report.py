@@ -570,14 +570,23 @@ def write_differentiable_report(
         ``path``.
     """
     lines = _context_section(ctx)
-    lines += [
-        "## Derived cells",
-        "",
-        f"Derived from the learned connection weights with α = {alpha} (sink nodes kept) and "
-        f"β = {beta} (predecessors kept per node). Derive again with other values, without "
-        f"retraining: `attnas-derive run_dir={ctx.run_dir} alpha=2 beta=1`.",
-        "",
-    ]
+    methods = {c.meta.get("derivation", {}).get("method", "weights") for c in cells.values()}
+    if methods == {"perturbation"}:
+        how = (
+            f"Derived with α = {alpha} (sink nodes kept) and β = {beta} (predecessors kept per "
+            "node), each choice ranked not by its connection weight but by how much the trained "
+            "network's validation loss rose without it (perturbation selection, "
+            "`attnas.supergraph.select`; the losses are in each cell file's `meta`). "
+            "`attnas-derive` derives from the weights alone, without retraining: "
+            f"`attnas-derive run_dir={ctx.run_dir} alpha=2 beta=1`."
+        )
+    else:
+        how = (
+            f"Derived from the learned connection weights with α = {alpha} (sink nodes kept) and "
+            f"β = {beta} (predecessors kept per node). Derive again with other values, without "
+            f"retraining: `attnas-derive run_dir={ctx.run_dir} alpha=2 beta=1`."
+        )
+    lines += ["## Derived cells", "", how, ""]
     by_file: dict[str, Path] = {}
     for f in cell_files:
         cell = CellSpec.load(f)

@@ -139,6 +139,7 @@ class DifferentiableSearcherConf:
     entropy_penalty: float = 0.0
     dirichlet: bool = False
     perturbation: float = 0.0
+    selection: str = "weights"
     telemetry_every: int = 0
     alpha: int | None = None
     beta: int | None = None

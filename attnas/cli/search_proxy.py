@@ -193,7 +193,9 @@ def _search(
     except (RuntimeError, ValueError) as err:
         raise RunFailed(f"the search's training run failed: {first_line(err)}") from err
     positions = list(plan.protocol.positions)
-    _, files = export_cells(result.weights, alpha, beta, run.path / "cells", positions)
+    _, files = export_cells(
+        result.weights, alpha, beta, run.path / "cells", positions, result.cells
+    )
     last = result.history[-1]
     search = {
         "status": "completed",

@@ -13,10 +13,17 @@ The cell's ops are the nodes of S ordered by (level, index); a level-1 node read
 level i >= 2 reads its chosen predecessors; the cell outputs the α sink-chosen nodes. The
 returned ``CellSpec.meta`` records α, β, the temperature and the probabilities behind every
 choice, so an exported cell file says why it is what it is.
+
+The same rule can rank the choices by other scores than the weights: ``ranking`` gives a score
+per sink node, per predecessor and per activation (higher is chosen first; the same ties), e.g.
+how much the trained supergraph's validation loss rises without each choice
+(``attnas.supergraph.select``). The meta then records those scores beside the probabilities.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -25,22 +32,42 @@ from attnas.space import CellSpec, OpNode, OpSpec
 from attnas.supergraph.weights import ArchitectureWeights
 
 
-def _top(values: torch.Tensor, k: int) -> list[int]:
+def _score(value: torch.Tensor) -> float | None:
+    """A ranking score for the meta (None where it was not measured: NaN or -inf)."""
+    v = float(value)
+    return round(v, 6) if math.isfinite(v) else None
+
+
+def top_indices(values: torch.Tensor, k: int) -> list[int]:
     """Indices of the k largest values; ties go to the lower index."""
     order = sorted(range(values.numel()), key=lambda i: (-float(values[i]), i))
     return order[:k]
 
 
-def derive_cell(weights: ArchitectureWeights, alpha: int, beta: int) -> CellSpec:
+RANKED = ("sink", "level", "act")
+
+
+def derive_cell(
+    weights: ArchitectureWeights,
+    alpha: int,
+    beta: int,
+    ranking: Mapping[str, torch.Tensor] | None = None,
+    method: str = "weights",
+) -> CellSpec:
     """The discrete cell the connection weights select (top-α sink, top-β predecessors).
 
     Args:
         weights: learned connection weights.
         alpha: number of nodes the sink keeps (1 .. m·n).
         beta: predecessors each kept node at level >= 2 keeps (1 .. n).
+        ranking: scores that rank the choices instead of the weights, by kind: ``"sink"``
+            ``(m·n,)``, ``"level"`` ``(m-1, n, n)``, ``"act"`` ``(m, n, A)`` (the shapes of
+            the probabilities; a kind left out is ranked by its weights). Only the rows the
+            rule visits are read.
+        method: what ranked the choices, recorded in ``meta`` (``"weights"`` when no ranking).
 
     Returns:
-        The derived ``CellSpec``, with the choices' weights in ``meta``.
+        The derived ``CellSpec``, with the choices' weights (and scores) in ``meta``.
     """
     m, n = weights.levels, weights.num_nodes
     if not 1 <= alpha <= m * n:
@@ -51,7 +78,20 @@ def derive_cell(weights: ArchitectureWeights, alpha: int, beta: int) -> CellSpec
         sink = weights.sink_probs().cpu()
         level = weights.level_probs().cpu() if m > 1 else None
         act = weights.act_probs().cpu()
-    chosen_sink = [(i // n + 1, i % n) for i in _top(sink, alpha)]  # (level 1-based, j)
+    ranking = {k: v.detach().cpu() for k, v in (ranking or {}).items()}
+    if set(ranking) - set(RANKED):
+        raise ValueError(f"derive_cell: ranking keys must be among {RANKED}, got {sorted(ranking)}")
+    for key, probs in (("sink", sink), ("level", level), ("act", act)):
+        if key in ranking and (probs is None or ranking[key].shape != probs.shape):
+            shape = None if probs is None else tuple(probs.shape)
+            raise ValueError(
+                f"derive_cell: ranking[{key!r}] has shape {tuple(ranking[key].shape)}, "
+                f"the weights' is {shape}"
+            )
+    rank_sink = ranking.get("sink", sink)
+    rank_level = ranking.get("level", level)
+    rank_act = ranking.get("act", act)
+    chosen_sink = [(i // n + 1, i % n) for i in top_indices(rank_sink, alpha)]  # (level 1-based, j)
     selected: set[tuple[int, int]] = set()
     preds: dict[tuple[int, int], list[tuple[int, int]]] = {}
     stack = list(chosen_sink)
@@ -62,7 +102,7 @@ def derive_cell(weights: ArchitectureWeights, alpha: int, beta: int) -> CellSpec
         selected.add(node)
         lv, j = node
         if lv >= 2:
-            preds[node] = [(lv - 1, k) for k in _top(level[lv - 2, j], beta)]
+            preds[node] = [(lv - 1, k) for k in top_indices(rank_level[lv - 2, j], beta)]
             stack.extend(preds[node])
     order = sorted(selected)
     index = {node: k for k, node in enumerate(order, start=1)}
@@ -71,7 +111,7 @@ def derive_cell(weights: ArchitectureWeights, alpha: int, beta: int) -> CellSpec
     for node in order:
         lv, j = node
         acts = weights.activations[j]
-        a = _top(act[lv - 1, j, : len(acts)], 1)[0]
+        a = top_indices(rank_act[lv - 1, j, : len(acts)], 1)[0]
         t, d = weights.nodes[j]
         inputs = (0,) if lv == 1 else tuple(sorted(index[p] for p in preds[node]))
         ops.append(OpNode(OpSpec(t, d, acts[a]), inputs))
@@ -88,6 +128,17 @@ def derive_cell(weights: ArchitectureWeights, alpha: int, beta: int) -> CellSpec
                 weights.node_name(lv - 1, k): round(float(level[lv - 2, j, k]), 6)
                 for k, _ in enumerate(weights.nodes)
             }
+        if "act" in ranking:
+            entry["activation_scores"] = {
+                name: _score(v) for name, v in zip(acts, rank_act[lv - 1, j, : len(acts)])
+            }
+        if "sink" in ranking and node in chosen_sink:
+            entry["sink_score"] = _score(rank_sink[(lv - 1) * n + j])
+        if "level" in ranking and lv >= 2:
+            entry["input_scores"] = {
+                weights.node_name(lv - 1, k): _score(rank_level[lv - 2, j, k])
+                for k, _ in enumerate(weights.nodes)
+            }
         record[weights.node_name(lv, j)] = entry
     outputs = tuple(sorted(index[node] for node in chosen_sink))
     meta = {
@@ -95,12 +146,17 @@ def derive_cell(weights: ArchitectureWeights, alpha: int, beta: int) -> CellSpec
             "alpha": alpha,
             "beta": beta,
             "temperature": weights.temperature,
+            "method": method,
             "sink_probs": {
                 weights.node_name(i // n + 1, i % n): round(float(p), 6) for i, p in enumerate(sink)
             },
             "chosen": record,
         }
     }
+    if "sink" in ranking:
+        meta["derivation"]["sink_scores"] = {
+            weights.node_name(i // n + 1, i % n): _score(v) for i, v in enumerate(rank_sink)
+        }
     return CellSpec(tuple(ops), outputs, meta=meta)
 
 

@@ -29,6 +29,7 @@ def export_cells(
     beta: int,
     out_dir: Path,
     positions: list[str],
+    derived: Mapping[str, CellSpec] | None = None,
 ) -> tuple[dict[str, CellSpec], list[Path]]:
     """Derive and write the cell(s), the weights (JSON) and their plot(s) under ``out_dir``.
 
@@ -38,6 +39,8 @@ def export_cells(
         beta: Predecessors kept per node.
         out_dir: Where the files go.
         positions: The insertion points a position-agnostic cell is used at.
+        derived: The cells already derived from these weights, ``{position: cell}`` (e.g. by
+            perturbation, ``attnas.supergraph.select``); None derives them with ``derive_cell``.
 
     Returns:
         ``({position: cell}, [cell files])``.
@@ -46,7 +49,10 @@ def export_cells(
     cells: dict[str, CellSpec] = {}
     files: list[Path] = []
     for key, w in weights.items():
-        cell = derive_cell(w, alpha, beta)
+        if derived is None:
+            cell = derive_cell(w, alpha, beta)
+        else:
+            cell = derived[positions[0] if key == AGNOSTIC else key]
         stem = "cell" if key == AGNOSTIC else f"cell_{key}"
         cell = dataclasses.replace(cell, name=stem)
         files.append(cell.save(out_dir / f"{stem}.yaml"))

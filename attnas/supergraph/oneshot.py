@@ -35,8 +35,8 @@ the model's own statistics afterwards. BatchNorms of frozen modules (in eval mod
 model trains) are left alone.
 
 Public names: ``cell_nodes``, ``expresses``, ``restricted_weights``, ``inherited_cell``,
-``cell_in_place``, ``recalibrate_batchnorm``, ``evaluate``, ``Evaluation``,
-``evaluate_cells``, ``OneShotScore``.
+``cell_in_place``, ``recalibrate_batchnorm``, ``evaluate``, ``evaluate_recalibrated``,
+``Evaluation``, ``evaluate_cells``, ``OneShotScore``.
 """
 
 from __future__ import annotations
@@ -343,6 +343,40 @@ def evaluate(model: nn.Module, loader: Iterable[Any]) -> Evaluation:
     )
 
 
+@contextmanager
+def _norms_restored(model: nn.Module) -> Iterator[None]:
+    """Every BatchNorm's state (running statistics included) as it was, after the block."""
+    saved = {
+        name: copy.deepcopy(m.state_dict())
+        for name, m in model.named_modules()
+        if isinstance(m, _NORMS)
+    }
+    try:
+        yield
+    finally:
+        modules = dict(model.named_modules())
+        for name, state in saved.items():
+            modules[name].load_state_dict(state)
+
+
+def evaluate_recalibrated(
+    model: nn.Module,
+    loader: Iterable[Any],
+    calibration: Iterable[Any],
+    calibration_batches: int = 4,
+) -> Evaluation:
+    """``evaluate`` with the trainable BatchNorms' statistics re-estimated first on
+    ``calibration`` (``recalibrate_batchnorm``); the model's own statistics and mode are
+    restored afterwards."""
+    was_training = model.training
+    try:
+        with _norms_restored(model):
+            recalibrate_batchnorm(model, calibration, calibration_batches)
+            return evaluate(model, loader)
+    finally:
+        model.train(was_training)
+
+
 @dataclass(frozen=True)
 class OneShotScore:
     """A cell's one-shot evaluation.
@@ -398,23 +432,16 @@ def evaluate_cells(
     if batchnorm == "recalibrate" and calibration is None:
         raise ValueError('batchnorm="recalibrate" needs a calibration loader')
     weights = next(iter(_supergraphs(model).values())).arch_weights
-    norms = {
-        name: copy.deepcopy(m.state_dict())
-        for name, m in model.named_modules()
-        if isinstance(m, _NORMS)
-    }
     was_training = model.training
     scores = []
     try:
         for index, cell in enumerate(cells):
             with cell_in_place(model, cell, via):
                 if batchnorm == "recalibrate":
-                    recalibrate_batchnorm(model, calibration, calibration_batches)
-                result = evaluate(model, loader)
-            if batchnorm == "recalibrate":
-                modules = dict(model.named_modules())
-                for name, state in norms.items():
-                    modules[name].load_state_dict(state)
+                    assert calibration is not None
+                    result = evaluate_recalibrated(model, loader, calibration, calibration_batches)
+                else:
+                    result = evaluate(model, loader)
             score = OneShotScore(
                 cell, result.top1, result.loss, result.clips, result.nonfinite,
                 expresses(weights, cell),
@@ -435,6 +462,7 @@ __all__ = [
     "cell_nodes",
     "evaluate",
     "evaluate_cells",
+    "evaluate_recalibrated",
     "expresses",
     "inherited_cell",
     "recalibrate_batchnorm",

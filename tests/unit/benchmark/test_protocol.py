@@ -14,6 +14,7 @@ from attnas.benchmark import FeatureCache, ProxyProtocol, build_proxy_model, run
 from attnas.benchmark.protocol import LocalReadout
 from attnas.data import build_dataset
 from attnas.space import CellSpec
+from attnas.supergraph.search import DifferentiableSearchConfig
 from attnas.train import TrainConfig
 
 TINY = ProxyProtocol(
@@ -164,6 +165,32 @@ def test_proxy_search_trains_supergraphs_and_derives_a_cell(cache):
     assert not torch.allclose(weights.sink_probs(), torch.full((12,), 1 / 12))  # they moved
     assert len(result.cell.outputs) == 2 and len(result.telemetry) == TINY.train.epochs
     assert result.cells == {TINY.split: result.cell}
+
+
+def test_perturbation_selection_ranks_the_trained_networks_choices(cache):
+    from attnas.benchmark.search import proxy_score, run_proxy_search
+    from attnas.space import load_space
+    from attnas.supergraph import derive_cell
+    from attnas.supergraph.select import derive_by_perturbation
+
+    space = load_space("attention_nas")
+    config = DifferentiableSearchConfig(arch_lr=0.05, alpha=2, beta=1, dirichlet=True)
+    plain = run_proxy_search(TINY, cache, space, config, seed=0)
+    picked = run_proxy_search(
+        TINY, cache, space, dataclasses.replace(config, selection="perturbation"), seed=0
+    )
+    (w, other) = (next(iter(r.weights.values())) for r in (picked, plain))
+    assert torch.equal(w.w_sink, other.w_sink)  # the selection comes after the same search
+    assert plain.cell == derive_cell(w, 2, 1)
+    derivation = picked.cell.meta["derivation"]
+    assert derivation["method"] == "perturbation" and len(derivation["sink_scores"]) == 12
+    # the scores are the rises of the network's own recalibrated validation loss
+    score = proxy_score(picked.model, TINY, cache)
+    assert derivation["selection"]["loss_as_trained"] == pytest.approx(score(), abs=1e-6)
+    assert derive_by_perturbation(w, score, 2, 1) == picked.cell
+    chosen = [n for n, e in derivation["chosen"].items() if "sink_score" in e]
+    ranked = sorted(derivation["sink_scores"], key=lambda n: -derivation["sink_scores"][n])
+    assert sorted(chosen) == sorted(ranked[:2])
 
 
 def test_position_specific_proxy_search_derives_and_retrains_a_cell_per_position(weights, tmp_path):

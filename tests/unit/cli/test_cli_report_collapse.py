@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -62,3 +63,18 @@ def test_report_reads_the_run_telemetry_and_warns_about_an_undecided_changing_se
     assert "| 3 |" in text and "yes" in text
     # no telemetry: no section
     assert collapse_section([]) == []
+
+
+def test_report_says_what_ranked_the_derivations_choices(tmp_path):
+    cell = single_op_cell(OpSpec("dot", "spatiotemporal", "softmax"))
+    f = cell.save(tmp_path / "cells" / "cell.yaml")
+    picked = dataclasses.replace(cell, meta={"derivation": {"method": "perturbation"}})
+    texts = [
+        write_differentiable_report(
+            tmp_path / f"{i}.md", _ctx(tmp_path), {"Mixed_4b": c}, [f], {"top1": 0.5}, {}, 1, 1
+        ).read_text()
+        for i, c in enumerate((cell, picked))
+    ]
+    assert "Derived from the learned connection weights with α = 1" in texts[0]
+    assert "Derived from the learned connection weights" not in texts[1]
+    assert "ranked not by its connection weight but by how much the trained network's" in texts[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -83,3 +84,37 @@ def test_variants_are_paired_with_the_reference_over_the_seeds_both_ran(bench):
     paired = dcs.summarise(runs, bench)["against_reference"]
     assert list(paired) == ["other"] and paired["other"]["seeds"] == [0, 1]
     assert paired["other"]["diff"][0] == pytest.approx(0.04)
+
+
+def test_a_selection_is_paired_with_its_own_networks_weights_rule(bench, tmp_path: Path):
+    import json
+
+    def placed(mean, h="x"):
+        return {"hash": h * 16, "num_ops": 4, "in_table": False, "mean": mean, "percentile": 0.0}
+
+    runs = [
+        {**_run(0, {"space": placed(0.80, "a")}), "variant": "pt",
+         "weights_placements": {"space": placed(0.70, "b")}},
+        {**_run(1, {"space": placed(0.74, "c")}), "variant": "pt",
+         "weights_placements": {"space": placed(0.74, "c")}},
+        {**_run(2, {"space": placed(0.60)}), "variant": "pt"},  # no weights-rule placement
+    ]  # fmt: skip
+    summary = dcs.summarise(runs, bench)
+    same = summary["against_weights_rule"]["pt"]
+    assert same["seeds"] == [0, 1] and set(same) == {"seeds", "space"}
+    assert same["space"]["diff"][0] == pytest.approx(0.05)
+    assert same["space"]["same_cell"] == 1 and same["space"]["runs"] == 2
+    assert same["space"]["weights_percentile_median"][0] == pytest.approx(
+        float(np.median([bench.percentile_of(0.70), bench.percentile_of(0.74)]))
+    )
+    assert "`pt` against the cells its own trained networks' weights give" in dcs.markdown(
+        summary, bench
+    )
+    # the backfill leaves alone what is not a perturbation-selection run, or already has them
+    work = tmp_path / "work"
+    (work / "runs").mkdir(parents=True)
+    plain = {**runs[2], "config": {"selection": "weights"}}
+    done = {**runs[0], "config": {"selection": "perturbation"}}
+    dcs.run_path(work, "pt", 2).write_text(json.dumps(plain))
+    dcs.run_path(work, "pt", 0).write_text(json.dumps(done))
+    assert dcs.backfill_weights_rule(work, ["pt"], [0, 1, 2]) == 0

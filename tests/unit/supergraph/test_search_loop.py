@@ -168,6 +168,32 @@ def test_warmup_keeps_connection_weights_at_zero(tmp_path):
     assert record["positions"]["all"]["grad_norm/sink"] > 0
 
 
+@pytest.mark.slow
+def test_perturbation_selection_exports_the_cell_the_trained_network_needs(tmp_path):
+    config = DifferentiableSearchConfig(alpha=2, beta=1, selection="perturbation", arch_lr=0.05)
+    result = run_differentiable_search(SPACE, _spec(32, 16), config, tmp_path)
+    cell = CellSpec.load(tmp_path / "cells" / "cell.yaml")
+    derivation = cell.meta["derivation"]
+    assert derivation["method"] == "perturbation" and len(derivation["sink_scores"]) == 12
+    assert all(result.cells[p] == cell for p in POSITIONS)
+    # the learned weights are exported as trained (the selection restores them)
+    exported = ArchitectureWeights.from_dict(
+        json.loads((tmp_path / "cells" / "cell.weights.json").read_text())
+    )
+    state = _arch_state(tmp_path)
+    assert torch.equal(exported.w_sink, state["architecture.all.w_sink"])
+    # 1 + 12 sink nodes + 1; 6 inputs + 1 for each kept level-2 node; 4 + 1 per cell node
+    level2 = sum(
+        name.startswith("L2") for name, e in derivation["chosen"].items() if "sink_score" in e
+    )
+    expected = 1 + 12 + 1 + level2 * (6 + 1) + len(cell.ops) * (4 + 1)
+    assert derivation["selection"]["evaluations"] == expected
+    ranked = sorted(derivation["sink_scores"], key=lambda n: -derivation["sink_scores"][n])
+    assert sorted(n for n, e in derivation["chosen"].items() if "sink_score" in e) == sorted(
+        ranked[:2]
+    )
+
+
 def test_bilevel_steps_on_the_heldout_half(tmp_path, monkeypatch):
     seen: dict[str, object] = {}
     real_loader, real_trial = search_mod.heldout_loader, search_mod.run_trial

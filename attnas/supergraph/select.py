@@ -1,0 +1,221 @@
+"""Perturbation-based selection: the cell chosen by what the trained supergraph needs.
+
+DARTS-PT (Wang et al. 2021, "Rethinking architecture selection in differentiable NAS") found
+that the magnitude of a connection weight need not say how much the supernet relies on its
+choice, and chose instead by how much the supernet's validation accuracy drops without each
+choice. Here the search's own derivation rule (top-α sink nodes, top-β predecessors, one
+activation per node; ``attnas.supergraph.derive``) keeps its shape; only what ranks the choices
+changes. With ``score`` the trained network's validation loss (lower is better):
+
+1. **Sink.** For each of the m·n nodes, the loss with that node's sink weight removed (its logit
+   set to ``-inf``, the rest renormalised) minus the loss as trained: the larger the rise, the
+   more the supergraph needs the node. The top-α by rise are kept; the sink is then fixed to
+   them (every other sink logit ``-inf``).
+2. **Predecessors.** For each kept node at level ≥ 2, the rise when each predecessor's level
+   weight is removed; the top-β are kept and the node's row fixed to them. Their predecessors
+   follow, level by level, as the derivation recurses.
+3. **Activations.** For each node of the cell, the rise when each of its activations is
+   removed; the largest is kept and the row fixed to it.
+
+Each decision is fixed before the next is measured (DARTS-PT's progressive discretisation,
+without its fine-tuning between decisions), so the later ones are measured on a network that
+already looks like the cell: a predecessor of one of α sink nodes carries a share of about
+1/α of the output, not 1/(m·n). Ties keep the derivation's order. The connection weights are
+restored afterwards: the learned weights stay as they were, and the scores go into the derived
+cell's ``meta`` (``derive_cell``'s ``ranking``).
+
+The cost is one evaluation per choice measured: m·n for the sink, n per kept node at level
+≥ 2, one per activation of each cell node (about 50 for the default space's α = 3, β = 1),
+plus the one as trained. ``supergraph_loss`` is the score the searches use: the validation
+loss with the trainable BatchNorms' statistics re-estimated on the first training batches for
+every evaluation (as the one-shot scores are; under Dirichlet mixing the trained statistics
+are those of sampled weights), the model's own statistics restored after each.
+
+Public names: ``SELECTIONS``, ``perturbation_ranking``, ``derive_by_perturbation``,
+``derive_by_position`` (either rule, a cell per position), ``supergraph_loss``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnas.space import CellSpec
+from attnas.supergraph.derive import derive_cell, top_indices
+from attnas.supergraph.weights import ArchitectureWeights
+
+SELECTIONS = ("weights", "perturbation")
+LOGITS = ("w_level", "w_act", "w_sink")
+
+
+@contextmanager
+def _logits_restored(weights: ArchitectureWeights) -> Iterator[None]:
+    saved = {k: getattr(weights, k).detach().clone() for k in LOGITS}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for k, value in saved.items():
+                getattr(weights, k).copy_(value)
+
+
+@contextmanager
+def _removed(logits: torch.Tensor, index: tuple[int, ...]) -> Iterator[None]:
+    """``logits[index]`` set to ``-inf`` for the duration of the block."""
+    value = logits[index].detach().clone()
+    with torch.no_grad():
+        logits[index] = float("-inf")
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            logits[index] = value
+
+
+def _keep_only(row: torch.Tensor, keep: list[int]) -> None:
+    """Fix a row of logits to ``keep`` (every other entry ``-inf``)."""
+    off = torch.ones(row.numel(), dtype=torch.bool)
+    off[keep] = False
+    with torch.no_grad():
+        row[off.to(row.device)] = float("-inf")
+
+
+def perturbation_ranking(
+    weights: ArchitectureWeights,
+    score: Callable[[], float],
+    alpha: int,
+    beta: int,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Rank the derivation's choices by the rise of ``score`` without each (see the module).
+
+    Args:
+        weights: The trained connection weights (changed during the call, restored after).
+        score: The trained network's loss under the current connection weights (lower is
+            better), e.g. ``supergraph_loss``.
+        alpha: Sink nodes kept.
+        beta: Predecessors kept per node at level ≥ 2.
+
+    Returns:
+        ``(ranking, record)``: the rises as ``derive_cell``'s ``ranking`` (``-inf`` where not
+        measured), and a record of the scores as trained, after each stage, and the number
+        of evaluations.
+    """
+    m, n = weights.levels, weights.num_nodes
+    if not 1 <= alpha <= m * n:
+        raise ValueError(f"perturbation_ranking: alpha must be in 1..{m * n}, got {alpha}")
+    if not 1 <= beta <= n:
+        raise ValueError(f"perturbation_ranking: beta must be in 1..{n}, got {beta}")
+    off = float("-inf")
+    sink = torch.full((m * n,), off)
+    level = torch.full((max(m - 1, 0), n, n), off)
+    act = torch.full(tuple(weights.w_act.shape), off)
+    evaluations = 0
+
+    def measure() -> float:
+        nonlocal evaluations
+        evaluations += 1
+        return float(score())
+
+    record: dict[str, Any] = {}
+    with _logits_restored(weights):
+        base = record["loss_as_trained"] = measure()
+        for i in range(m * n):
+            with _removed(weights.w_sink, (i,)):
+                sink[i] = measure() - base
+        kept = top_indices(sink, alpha)
+        _keep_only(weights.w_sink, kept)
+        nodes = [(i // n + 1, i % n) for i in kept]  # (level 1-based, j)
+        base = record["loss_sink_fixed"] = measure()
+        for lv in range(m, 1, -1):  # deepest first, as the derivation recurses
+            for j in sorted({j for node_lv, j in nodes if node_lv == lv}):
+                if n == 1:  # one predecessor: nothing to choose
+                    level[lv - 2, j, 0] = 0.0
+                    continue
+                for k in range(n):
+                    with _removed(weights.w_level, (lv - 2, j, k)):
+                        level[lv - 2, j, k] = measure() - base
+                preds = top_indices(level[lv - 2, j], beta)
+                _keep_only(weights.w_level[lv - 2, j], preds)
+                base = measure()
+                nodes.extend((lv - 1, k) for k in preds)
+        record["loss_inputs_fixed"] = base
+        for lv, j in sorted(set(nodes)):
+            count = len(weights.activations[j])
+            if count == 1:
+                act[lv - 1, j, 0] = 0.0
+                continue
+            for a in range(count):
+                with _removed(weights.w_act, (lv - 1, j, a)):
+                    act[lv - 1, j, a] = measure() - base
+            _keep_only(weights.w_act[lv - 1, j], top_indices(act[lv - 1, j, :count], 1))
+            base = measure()
+        record["loss_cell"] = base
+    record["evaluations"] = evaluations
+    ranking = {"sink": sink, "act": act}
+    if m > 1:
+        ranking["level"] = level
+    return ranking, record
+
+
+def derive_by_perturbation(
+    weights: ArchitectureWeights, score: Callable[[], float], alpha: int, beta: int
+) -> CellSpec:
+    """The top-α / top-β cell with its choices ranked by ``perturbation_ranking``; its
+    ``meta["derivation"]`` holds the rises and ``["selection"]`` the losses behind them."""
+    ranking, record = perturbation_ranking(weights, score, alpha, beta)
+    cell = derive_cell(weights, alpha, beta, ranking, method="perturbation")
+    cell.meta["derivation"]["selection"] = {k: round(v, 6) for k, v in record.items()}
+    return cell
+
+
+def derive_by_position(
+    weights: Mapping[str, ArchitectureWeights],
+    positions: Sequence[str],
+    alpha: int,
+    beta: int,
+    score: Callable[[], float] | None = None,
+) -> dict[str, CellSpec]:
+    """``{position: cell}`` derived with top-α / top-β from a search's connection weights: the
+    shared weights' cell at every position (key ``"all"``), or each position's own. With
+    ``score`` (the trained network's loss) the choices are ranked by perturbation
+    (``derive_by_perturbation``) instead of by the weights."""
+    from attnas.supergraph.export import AGNOSTIC
+
+    derived = {
+        key: derive_cell(w, alpha, beta)
+        if score is None
+        else derive_by_perturbation(w, score, alpha, beta)
+        for key, w in weights.items()
+    }
+    return {p: derived[AGNOSTIC if AGNOSTIC in derived else p] for p in positions}
+
+
+def supergraph_loss(
+    model: nn.Module,
+    loader: Iterable[Any],
+    calibration: Iterable[Any],
+    calibration_batches: int = 4,
+) -> Callable[[], float]:
+    """``score()``: the model's validation loss over ``loader`` with its trainable BatchNorms'
+    statistics re-estimated on the first ``calibration_batches`` of ``calibration`` (iterated
+    afresh each time: unshuffled, every evaluation sees the same batches); the model's own
+    statistics, mode and weights are as they were after every call."""
+    from attnas.supergraph.oneshot import evaluate_recalibrated
+
+    def score() -> float:
+        return evaluate_recalibrated(model, loader, calibration, calibration_batches).loss
+
+    return score
+
+
+__all__ = [
+    "SELECTIONS",
+    "derive_by_perturbation",
+    "derive_by_position",
+    "perturbation_ranking",
+    "supergraph_loss",
+]

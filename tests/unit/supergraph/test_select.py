@@ -1,0 +1,168 @@
+"""Perturbation-based selection: ranked choices, progressive fixing, restored weights, and a
+real supergraph's loss as the score."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from attnas.space import load_space
+from attnas.supergraph import ArchitectureWeights, SuperGraph, derive_cell
+from attnas.supergraph.oneshot import evaluate, evaluate_recalibrated
+from attnas.supergraph.search import DifferentiableSearchConfig
+from attnas.supergraph.select import derive_by_perturbation, perturbation_ranking, supergraph_loss
+
+SPACE = load_space("attention_nas")
+NODES = list(SPACE.supergraph.nodes)
+ACTS = [SPACE.activations_for(t) for t, _ in NODES]
+N = len(NODES)
+
+
+def weights(dirichlet: bool = False, seed: int = 0) -> ArchitectureWeights:
+    w = ArchitectureWeights(2, NODES, ACTS, dirichlet=dirichlet)
+    torch.manual_seed(seed)
+    with torch.no_grad():  # learned-looking logits, so nothing ties
+        for p in w.parameters():
+            p.normal_(0, 0.1)
+    return w
+
+
+def planted_score(w: ArchitectureWeights, calls: list[dict[str, torch.Tensor]]):
+    """A loss that needs sink nodes 2 (level 1, map/spatiotemporal) and 9 (level 2,
+    dot/spatial), the latter's input from level-1 node 5 (dot/spatiotemporal), and activation 2
+    (sigmoid) on every node; each call's mixing weights are recorded."""
+
+    def score() -> float:
+        with torch.no_grad():
+            sink, level, act = w.sink_probs(), w.level_probs(), w.act_probs()
+        calls.append({"sink": sink, "level": level, "act": act})
+        need = sink[2] + sink[9] + level[0, 3, 5] + act[..., 2].mean()
+        return float(4 - need)
+
+    return score
+
+
+@pytest.mark.parametrize("dirichlet", [False, True])
+def test_the_ranking_finds_the_planted_choices_and_restores_the_weights(dirichlet):
+    w = weights(dirichlet)
+    before = {k: getattr(w, k).detach().clone() for k in ("w_level", "w_act", "w_sink")}
+    calls: list[dict[str, torch.Tensor]] = []
+    cell = derive_by_perturbation(w, planted_score(w, calls), alpha=2, beta=1)
+    for k, value in before.items():
+        assert torch.equal(getattr(w, k), value)  # the learned weights are as they were
+    chosen = cell.meta["derivation"]["chosen"]
+    assert set(chosen) == {"L1.map/spatiotemporal", "L2.dot/spatial", "L1.dot/spatiotemporal"}
+    assert [name for name in chosen if "sink_score" in chosen[name]] == [
+        "L1.map/spatiotemporal",
+        "L2.dot/spatial",
+    ]
+    assert all(op.op.activation == "sigmoid" for op in cell.ops)
+    level2 = chosen["L2.dot/spatial"]
+    assert max(level2["input_scores"], key=level2["input_scores"].get) == "L1.dot/spatiotemporal"
+    assert len(cell.ops) == 3 and cell.outputs == (1, 3) and cell.ops[2].inputs == (2,)
+    assert cell.meta["derivation"]["method"] == "perturbation"
+    # one evaluation as trained, 12 without a sink node, 1 with the sink fixed, 6 without an
+    # input of the level-2 node and 1 after, 4 without each activation of the 3 nodes and 1 after
+    record = cell.meta["derivation"]["selection"]
+    assert record["evaluations"] == len(calls) == 1 + 12 + 1 + 6 + 1 + 3 * (4 + 1)
+    # progressive: the inputs are measured with the sink fixed to the two kept nodes
+    sink = calls[14]["sink"]
+    assert float(sink[2] + sink[9]) == pytest.approx(1.0)
+    assert float(sink.sum()) == pytest.approx(1.0)
+    # ... and the activations with the input fixed too
+    assert float(calls[21]["level"][0, 3, 5]) == pytest.approx(1.0)
+    assert record["loss_cell"] < record["loss_as_trained"]
+
+
+def test_the_weights_rule_and_the_ranked_rule_share_the_derivation():
+    w = weights()
+    ranking = {
+        "sink": w.sink_probs().detach(),
+        "level": w.level_probs().detach(),
+        "act": w.act_probs().detach(),
+    }
+    ranked = derive_cell(w, 3, 1, ranking, method="probs")
+    plain = derive_cell(w, 3, 1)
+    assert ranked == plain and plain.meta["derivation"]["method"] == "weights"
+    flipped = derive_cell(w, 3, 1, {"sink": -ranking["sink"]})
+    lowest = min(range(2 * N), key=lambda i: float(ranking["sink"][i]))
+    name = w.node_name(lowest // N + 1, lowest % N)
+    assert "sink_score" in flipped.meta["derivation"]["chosen"][name]
+    assert set(flipped.meta["derivation"]["sink_scores"]) == {
+        w.node_name(i // N + 1, i % N) for i in range(2 * N)
+    }
+    with pytest.raises(ValueError, match=r"ranking\['sink'\] has shape \(3,\)"):
+        derive_cell(w, 3, 1, {"sink": torch.zeros(3)})
+    with pytest.raises(ValueError, match="ranking keys"):
+        derive_cell(w, 3, 1, {"edges": torch.zeros(3)})
+
+
+def test_a_choice_left_alone_is_not_measured():
+    w = ArchitectureWeights(1, [("dot", "spatial"), ("map", "temporal")], [("softmax",), ACTS[0]])
+    calls: list[dict[str, torch.Tensor]] = []
+
+    def score() -> float:
+        calls.append({})
+        with torch.no_grad():
+            return float(1 - w.sink_probs()[0])
+
+    ranking, record = perturbation_ranking(w, score, alpha=1, beta=1)
+    assert "level" not in ranking  # one level: no inputs to choose
+    assert float(ranking["sink"][0]) > float(ranking["sink"][1])
+    # as trained, 2 sink nodes, fixed; the kept node has one activation: nothing to measure
+    assert record["evaluations"] == len(calls) == 1 + 2 + 1
+    assert float(ranking["act"][0, 0, 0]) == 0 and torch.isneginf(ranking["act"][0, 1]).all()
+    cell = derive_by_perturbation(w, score, alpha=1, beta=1)
+    assert [str(n.op) for n in cell.ops] == ["dot/spatial/softmax"]
+    with pytest.raises(ValueError, match=r"alpha must be in 1\.\.2"):
+        perturbation_ranking(w, score, alpha=3, beta=1)
+
+
+class _Net(nn.Module):
+    """A supergraph between a conv stem and a pooled linear readout with a BatchNorm."""
+
+    def __init__(self, w: ArchitectureWeights):
+        super().__init__()
+        self.stem = nn.Conv3d(3, 8, 1)
+        self.inserted = nn.ModuleDict({"sg": SuperGraph.from_space(SPACE, 8, (8, 2, 4, 4), w)})
+        self.norm = nn.BatchNorm1d(8)
+        self.head = nn.Linear(8, 3)
+        with torch.no_grad():
+            self.inserted["sg"].out_norm.weight.fill_(1.0)  # the branch open
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.inserted["sg"](self.stem(x)).mean(dim=(2, 3, 4))))
+
+
+def test_the_supergraph_loss_is_the_recalibrated_loss_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    w = weights(dirichlet=True)
+    net = _Net(w).train()
+    batches = [(torch.randn(6, 3, 2, 4, 4), torch.randint(0, 3, (6,))) for _ in range(3)]
+    with torch.no_grad():
+        net(batches[0][0])  # running statistics of their own
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    score = supergraph_loss(net, batches[:2], batches[2:], calibration_batches=1)
+    first = score()
+    assert net.training and all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
+    assert first == score() == evaluate_recalibrated(net, batches[:2], batches[2:], 1).loss
+    assert first != evaluate(net, batches[:2]).loss  # the statistics were re-estimated
+    cell = derive_by_perturbation(w, score, alpha=3, beta=1)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
+    # a recorded rise is the loss without that choice minus the loss as trained
+    record = cell.meta["derivation"]["selection"]
+    assert record["loss_as_trained"] == pytest.approx(first, abs=1e-6)
+    with torch.no_grad():
+        saved = w.w_sink[4].clone()
+        w.w_sink[4] = float("-inf")
+        without = score()
+        w.w_sink[4] = saved
+    rise = cell.meta["derivation"]["sink_scores"][w.node_name(1, 4)]
+    assert rise == pytest.approx(without - first, abs=1e-6)
+
+
+def test_the_config_names_a_bad_selection():
+    assert DifferentiableSearchConfig().selection == "weights"
+    with pytest.raises(ValueError, match="selection must be one of"):
+        DifferentiableSearchConfig(selection="magnitude")
