@@ -146,54 +146,13 @@ def _table(work: Path) -> tuple[Any, Any, Any]:
     )
 
 
-def weights_rule_placements(run: dict[str, Any], table: tuple[Any, ...], work: Path) -> dict:
-    """The three rules' cells derived from a run's final connection weights by the weights
-    (``derive_cell``), placed on the table (``_table``'s ``table``): for a run with the
-    perturbation selection, the cells its own trained network would have given without it
-    (the pairing that leaves out the search's seed-to-seed spread)."""
-    from attnas.space import load_space
-    from attnas.supergraph import ArchitectureWeights, derive_cell
-
-    bench, protocol, cache = table
-    space = load_space("attention_nas")
-    weights = ArchitectureWeights.from_dict(run["weights"])
-    seeds = [int(s) for s in bench.manifest["seeds"]]
-    rules = {"a1b1": (1, 1), "a2b1": (2, 1), "space": (space.alpha, space.beta)}
-    cells = {rule: derive_cell(weights, a, b) for rule, (a, b) in rules.items()}
-    return {
-        rule: _placement(bench, protocol, cache, cell, seeds, work / "retrain" / cell.hash())
-        for rule, cell in cells.items()
-    }
-
-
-def backfill_weights_rule(work: Path, variants: list[str], seeds: list[int]) -> int:
-    """Add ``weights_placements`` to the finished perturbation-selection runs of ``variants``
-    and ``seeds`` under ``work`` that lack them (runs from before the study recorded them).
-    Returns how many were added."""
-    table = None
-    added = 0
-    for name in variants:
-        for seed in seeds:
-            path = run_path(work, name, seed)
-            if not path.is_file():
-                continue
-            run = json.loads(path.read_text())
-            if run["config"].get("selection") != "perturbation" or "weights_placements" in run:
-                continue
-            table = table or _table(work)
-            run["weights_placements"] = weights_rule_placements(run, table, work)
-            path.write_text(json.dumps(run, indent=1))
-            added += 1
-    return added
-
-
 def run_one(name: str, seed: int, work: Path) -> dict[str, Any]:
     """One search of variant ``name`` with ``seed``; both derived cells placed on the table."""
     from attnas.benchmark.search import derive_by_position, proxy_score, run_proxy_search
     from attnas.space import load_space
     from attnas.supergraph.search import DifferentiableSearchConfig
 
-    table = bench, protocol, cache = _table(work)
+    bench, protocol, cache = _table(work)
     space = load_space("attention_nas")
     variant = dict(VARIANTS[name])
     epochs = variant.pop(SEARCH_EPOCHS, protocol.train.epochs)
@@ -234,8 +193,6 @@ def run_one(name: str, seed: int, work: Path) -> dict[str, Any]:
         },
         "table": {"cells": len(bench), "complete": bench.complete},
     }
-    if score is not None:
-        run["weights_placements"] = weights_rule_placements(run, table, work)
     run["wall_s"] = round(time.perf_counter() - start, 1)
     return run
 
@@ -298,55 +255,47 @@ def summarise(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
         "nonlocal_values": nonlocal_values,
         "variants": out,
         "against_reference": paired_against(runs, bench, REFERENCE),
-        "against_weights_rule": against_weights_rule(runs, bench),
     }
 
 
-def against_weights_rule(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
-    """Per variant with ``weights_placements`` and per rule: the selected cells' median
-    percentile, that of the cells the same trained networks' weights give, and the selected
-    cell's mean minus the weights' cell's, paired over the runs (bootstrap intervals)."""
-    out: dict[str, Any] = {}
-    for name in dict.fromkeys(r["variant"] for r in runs if "weights_placements" in r):
-        mine = [r for r in runs if r["variant"] == name and "weights_placements" in r]
-        entry: dict[str, Any] = {"seeds": [r["seed"] for r in mine]}
-        for rule in RULES:
-            pairs = [
-                (
-                    replace_on(bench, r["placements"][rule]),
-                    replace_on(bench, r["weights_placements"][rule]),
-                )
-                for r in mine
-                if "mean" in r["placements"].get(rule, {})
-                and "mean" in r["weights_placements"].get(rule, {})
-            ]
-            if not pairs:
-                continue
-            entry[rule] = {
-                "selected_percentile_median": bootstrap([a["percentile"] for a, _ in pairs]),
-                "weights_percentile_median": bootstrap([b["percentile"] for _, b in pairs]),
-                "diff": bootstrap([a["mean"] - b["mean"] for a, b in pairs], np.mean),
-                "same_cell": sum(a["hash"] == b["hash"] for a, b in pairs),
-                "runs": len(pairs),
-            }
-        out[name] = entry
-    return out
+def same_search(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two runs trained the same supergraph: the same derived cell after every epoch,
+    the same final sink entropy and the same val top-1 (a variant that only changes the
+    selection after the search, e.g. ``dirichlet_pt`` against ``dirichlet``)."""
+    keys = ("cells_per_epoch", "sink_entropy_ratio", "supergraph_val_top1")
+    return all(a[k] == b[k] for k in keys)
 
 
 def paired_against(runs: list[dict[str, Any]], bench: Any, reference: str) -> dict[str, Any]:
     """Per variant: its space-rule cell's mean minus the ``reference`` variant's, paired over
-    the search seeds both ran (mean and bootstrap interval), and those seeds."""
-    means = {
-        (r["variant"], r["seed"]): replace_on(bench, r["placements"]["space"])["mean"]
-        for r in runs
-        if "mean" in r["placements"].get("space", {})
-    }
+    the search seeds both ran (``diff``: mean and bootstrap interval), those seeds, in how many
+    of them the two trained the same supergraph (``same_search``), and the same difference for
+    every rule (``rules``: rule -> ``{"seeds", "diff"}``, over the seeds both placed)."""
+    by_key = {(r["variant"], r["seed"]): r for r in runs}
+
+    def means(rule: str) -> dict[tuple[str, int], float]:
+        return {
+            key: replace_on(bench, r["placements"][rule])["mean"]
+            for key, r in by_key.items()
+            if "mean" in r["placements"].get(rule, {})
+        }
+
+    by_rule = {rule: means(rule) for rule in RULES}
     out: dict[str, Any] = {}
-    for name in dict.fromkeys(v for v, _ in means):
-        seeds = sorted(s for v, s in means if v == name and (reference, s) in means)
-        if name != reference and seeds:
-            diffs = [means[(name, s)] - means[(reference, s)] for s in seeds]
-            out[name] = {"seeds": seeds, "diff": bootstrap(diffs, np.mean)}
+    for name in dict.fromkeys(v for v, _ in by_rule["space"]):
+        if name == reference:
+            continue
+        rules = {}
+        for rule, m in by_rule.items():
+            seeds = sorted(s for v, s in m if v == name and (reference, s) in m)
+            if seeds:
+                diffs = [m[(name, s)] - m[(reference, s)] for s in seeds]
+                rules[rule] = {"seeds": seeds, "diff": bootstrap(diffs, np.mean)}
+        if "space" not in rules:
+            continue
+        seeds = rules["space"]["seeds"]
+        same = sum(same_search(by_key[(name, s)], by_key[(reference, s)]) for s in seeds)
+        out[name] = {**rules["space"], "same_search": same, "rules": rules}
     return out
 
 
@@ -405,28 +354,25 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
         )
     paired = summary.get("against_reference", {})
     if paired:
-        lines += ["", f"Space-rule cell's mean − `{REFERENCE}`'s, paired over search seeds:", ""]
-        lines += [
-            f"- {name}: {ci_text(d['diff'], 100, 2)} pp ({len(d['seeds'])} seeds)"
-            for name, d in paired.items()
-        ]
-    same = summary.get("against_weights_rule", {})
-    for name, e in same.items():
         lines += [
             "",
-            f"`{name}` against the cells its own trained networks' weights give (`derive_cell`), "
-            "paired over the runs:",
+            f"Space-rule cell's mean − `{REFERENCE}`'s, paired over search seeds (in brackets "
+            "after it: the other rules' paired differences, over the seeds both placed):",
             "",
-            "| rule | runs | same cell | selected median pct | weights' median pct | "
-            "selected − weights' (pp) |",
-            "| --- | ---: | ---: | --- | --- | --- |",
         ]
-        lines += [
-            f"| {rule} | {r['runs']} | {r['same_cell']} | "
-            f"{ci_text(r['selected_percentile_median'])} | "
-            f"{ci_text(r['weights_percentile_median'])} | {ci_text(r['diff'], 100, 2)} |"
-            for rule, r in ((k, e[k]) for k in RULES if k in e)
-        ]
+        for name, d in paired.items():
+            same = d.get("same_search")
+            others = "; ".join(
+                f"{rule} {ci_text(r['diff'], 100, 2)} pp, {len(r['seeds'])} seeds"
+                for rule, r in d.get("rules", {}).items()
+                if rule != "space"
+            )
+            lines.append(
+                f"- {name}: {ci_text(d['diff'], 100, 2)} pp ({len(d['seeds'])} seeds"
+                + (f"; the same trained supergraph in {same} of them" if same else "")
+                + ")"
+                + (f" ({others})" if others else "")
+            )
     timed = {n: e for n, e in summary["variants"].items() if "select_s" in e}
     if timed:
         lines += [
@@ -500,9 +446,6 @@ def main() -> None:
                     f"({run['wall_s']:.0f} s)",
                     flush=True,
                 )
-        backfill_weights_rule(
-            work, args.variants.split(","), [int(s) for s in args.seeds.split(",")]
-        )
     wanted = set(args.variants.split(","))
     runs = [json.loads(p.read_text()) for p in sorted((work / "runs").glob("*.json"))]
     runs = [r for r in runs if r["variant"] in wanted]

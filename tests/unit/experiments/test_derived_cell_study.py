@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -24,7 +23,7 @@ def bench():
 def _run(seed, placements):
     return {"variant": "demo", "seed": seed, "epochs": 8, "stable_epochs": 2,
             "sink_entropy_ratio": 0.9, "top_sink_share": 0.1, "supergraph_val_top1": 0.7,
-            "search_s": 1.0, "placements": placements}  # fmt: skip
+            "search_s": 1.0, "cells_per_epoch": ["c"] * 8, "placements": placements}  # fmt: skip
 
 
 def test_a_table_cell_is_placed_by_its_row_and_older_runs_lack_a2b1(bench):
@@ -81,40 +80,11 @@ def test_variants_are_paired_with_the_reference_over_the_seeds_both_ran(bench):
         {**_run(1, placed(0.77)), "variant": "other"},
         {**_run(2, placed(0.10)), "variant": "other"},  # no reference run of seed 2
     ]
-    paired = dcs.summarise(runs, bench)["against_reference"]
+    runs[3] = {**runs[3], "supergraph_val_top1": 0.5}  # seed 1 trained another supergraph
+    summary = dcs.summarise(runs, bench)
+    paired = summary["against_reference"]
     assert list(paired) == ["other"] and paired["other"]["seeds"] == [0, 1]
     assert paired["other"]["diff"][0] == pytest.approx(0.04)
-
-
-def test_a_selection_is_paired_with_its_own_networks_weights_rule(bench, tmp_path: Path):
-    import json
-
-    def placed(mean, h="x"):
-        return {"hash": h * 16, "num_ops": 4, "in_table": False, "mean": mean, "percentile": 0.0}
-
-    runs = [
-        {**_run(0, {"space": placed(0.80, "a")}), "variant": "pt",
-         "weights_placements": {"space": placed(0.70, "b")}},
-        {**_run(1, {"space": placed(0.74, "c")}), "variant": "pt",
-         "weights_placements": {"space": placed(0.74, "c")}},
-        {**_run(2, {"space": placed(0.60)}), "variant": "pt"},  # no weights-rule placement
-    ]  # fmt: skip
-    summary = dcs.summarise(runs, bench)
-    same = summary["against_weights_rule"]["pt"]
-    assert same["seeds"] == [0, 1] and set(same) == {"seeds", "space"}
-    assert same["space"]["diff"][0] == pytest.approx(0.05)
-    assert same["space"]["same_cell"] == 1 and same["space"]["runs"] == 2
-    assert same["space"]["weights_percentile_median"][0] == pytest.approx(
-        float(np.median([bench.percentile_of(0.70), bench.percentile_of(0.74)]))
-    )
-    assert "`pt` against the cells its own trained networks' weights give" in dcs.markdown(
-        summary, bench
-    )
-    # the backfill leaves alone what is not a perturbation-selection run, or already has them
-    work = tmp_path / "work"
-    (work / "runs").mkdir(parents=True)
-    plain = {**runs[2], "config": {"selection": "weights"}}
-    done = {**runs[0], "config": {"selection": "perturbation"}}
-    dcs.run_path(work, "pt", 2).write_text(json.dumps(plain))
-    dcs.run_path(work, "pt", 0).write_text(json.dumps(done))
-    assert dcs.backfill_weights_rule(work, ["pt"], [0, 1, 2]) == 0
+    assert paired["other"]["same_search"] == 1  # seed 0: the same supergraph, another selection
+    assert list(paired["other"]["rules"]) == ["space"]  # the runs placed no other rule
+    assert "(2 seeds; the same trained supergraph in 1 of them)" in dcs.markdown(summary, bench)
