@@ -255,7 +255,56 @@ def summarise(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
         "nonlocal_values": nonlocal_values,
         "variants": out,
         "against_reference": paired_against(runs, bench, REFERENCE),
+        "selection_signal": selection_signal(runs, bench),
     }
+
+
+def _sink_rises(run: dict[str, Any]) -> dict[str, float] | None:
+    """The sink stage's loss rise per node behind a run's space-rule cell, when perturbation
+    selected it (None otherwise)."""
+    cell = run["placements"].get("space", {}).get("cell", {})
+    derivation = cell.get("meta", {}).get("derivation", {})
+    return derivation["sink_scores"] if derivation.get("method") == "perturbation" else None
+
+
+def selection_signal(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
+    """Per variant whose space-rule cells were selected by perturbation: does the sink stage's
+    loss rise of a node follow what the table says its (type, dim) is worth?
+
+    A node's worth is the mean of the table's cell means over the cells with an op of its
+    (type, dim). Per run, Kendall τ between the 12 nodes' rises and their worth (a level-1 and
+    a level-2 node of one (type, dim) share a worth); its median over runs with a bootstrap
+    interval; the τ of the rises averaged over runs; the node with the largest mean rise; and
+    the median ratio of each run's second-largest rise to its largest (how far the selection
+    still sees a difference after its first pick)."""
+    from experiments.oneshot_ranking import kendall
+
+    worth: dict[str, list[float]] = {}
+    for cell in bench.cells():
+        for kind in {f"{o.op.type}/{o.op.dim}" for o in cell.ops}:
+            worth.setdefault(kind, []).append(bench.mean(cell))
+    value = {k: statistics.fmean(v) for k, v in worth.items()}
+    out: dict[str, Any] = {}
+    for name in dict.fromkeys(r["variant"] for r in runs):
+        rises = [rise for r in runs if r["variant"] == name and (rise := _sink_rises(r))]
+        if not rises:
+            continue
+        nodes = list(rises[0])
+        truth = np.array([value[n.split(".", 1)[1]] for n in nodes])
+        taus = [kendall(np.array([r[n] for n in nodes]), truth) for r in rises]
+        mean_rise = np.array([statistics.fmean(r[n] for r in rises) for n in nodes])
+        tops = [sorted(r.values())[-2:] for r in rises]
+        second = [b / a for b, a in tops if a > 0]  # a run none of whose rises is positive: none
+        out[name] = {
+            "runs": len(rises),
+            "tau_per_run": bootstrap(taus),
+            "tau_of_mean_rise": kendall(mean_rise, truth),
+            "top_node": nodes[int(mean_rise.argmax())],
+            "best_worth": max(value, key=value.get),
+            "second_over_first": bootstrap(second) if second else None,
+            "mean_rise": {n: float(v) for n, v in zip(nodes, mean_rise)},
+        }
+    return out
 
 
 def same_search(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -373,6 +422,21 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
                 + ")"
                 + (f" ({others})" if others else "")
             )
+    for name, e in summary.get("selection_signal", {}).items():
+        lines += [
+            "",
+            f"`{name}`: the sink stage's loss rises against what the table says each node's "
+            "(type, dim) is worth (the mean over the cells with such an op), "
+            f"{e['runs']} runs: Kendall τ per run {ci_text(e['tau_per_run'], 1, 2)} (median), "
+            f"τ of the rises averaged over runs {e['tau_of_mean_rise']:.2f}; largest mean rise "
+            f"`{e['top_node']}` (the table's most valuable kind: `{e['best_worth']}`)"
+            + (
+                "; the second-largest rise of a run is "
+                f"{ci_text(e['second_over_first'], 1, 2)} × its largest (median)."
+                if e["second_over_first"]
+                else "."
+            ),
+        ]
     timed = {n: e for n, e in summary["variants"].items() if "select_s" in e}
     if timed:
         lines += [

@@ -88,3 +88,34 @@ def test_variants_are_paired_with_the_reference_over_the_seeds_both_ran(bench):
     assert paired["other"]["same_search"] == 1  # seed 0: the same supergraph, another selection
     assert list(paired["other"]["rules"]) == ["space"]  # the runs placed no other rule
     assert "(2 seeds; the same trained supergraph in 1 of them)" in dcs.markdown(summary, bench)
+
+
+def test_the_selection_signal_compares_the_rises_with_what_the_table_says_a_node_is_worth(bench):
+    import statistics
+
+    kinds = sorted({f"{o.op.type}/{o.op.dim}" for c in bench.cells() for o in c.ops})
+    worth = {
+        k: statistics.fmean(
+            bench.mean(c) for c in bench.cells() if k in {f"{o.op.type}/{o.op.dim}" for o in c.ops}
+        )
+        for k in kinds
+    }
+    ordered = sorted(kinds, key=worth.get)  # least to most worth
+    agree = {f"L1.{k}": float(i) for i, k in enumerate(ordered)}
+    disagree = {f"L1.{k}": float(-i) for i, k in enumerate(ordered)}
+
+    def run(seed, rises, method="perturbation"):
+        meta = {"derivation": {"method": method, "sink_scores": rises}}
+        space = {"hash": "x" * 16, "num_ops": 4, "in_table": False, "mean": 0.7,
+                 "percentile": 0.0, "cell": {"meta": meta}}  # fmt: skip
+        return {**_run(seed, {"space": space}), "variant": "pt"}
+
+    runs = [run(0, agree), run(1, agree), run(2, disagree), run(3, disagree, "weights")]
+    signal = dcs.summarise(runs, bench)["selection_signal"]["pt"]
+    assert signal["runs"] == 3  # the run selected by the weights is left out
+    assert signal["tau_per_run"][0] == pytest.approx(1.0)  # the median of 1, 1, -1
+    assert signal["top_node"] == f"L1.{ordered[-1]}"  # mean rises i/3: the most worth on top
+    assert signal["best_worth"] == ordered[-1]
+    # second-largest over largest rise: (n-2)/(n-1) in the two runs with a positive rise
+    n = len(kinds)
+    assert n >= 3 and signal["second_over_first"][0] == pytest.approx((n - 2) / (n - 1))
