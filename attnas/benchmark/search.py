@@ -82,7 +82,9 @@ def run_proxy_search(
         space: The search space (supergraph levels, nodes and activations; α/β defaults).
         config: A ``DifferentiableSearchConfig`` (``mode`` joint or bilevel, the held-out
             share ``heldout_fraction`` of the training clips; ``position_specific``: one
-            supergraph's weights, and one derived cell, per position of the protocol).
+            supergraph's weights, and one derived cell, per position of the protocol;
+            ``selection="perturbation"``: the choices ranked by the trained network's
+            validation loss without each, ``proxy_score``).
         seed: The search seed.
         telemetry_path: Where the hook appends one JSON line per epoch (None: a temporary file).
 

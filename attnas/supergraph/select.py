@@ -182,7 +182,8 @@ def derive_by_position(
     """``{position: cell}`` derived with top-α / top-β from a search's connection weights: the
     shared weights' cell at every position (key ``"all"``), or each position's own. With
     ``score`` (the trained network's loss) the choices are ranked by perturbation
-    (``derive_by_perturbation``) instead of by the weights."""
+    (``derive_by_perturbation``) instead of by the weights; position-specific weights are
+    perturbed one position at a time, the others as learned."""
     from attnas.supergraph.export import AGNOSTIC
 
     derived = {
