@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 SEARCH_EPOCHS = "search_epochs"  # a variant's key for the search's epochs (not a config field)
+ONLY_RULES = "rules"  # a variant's key for the rules it derives and places (default: RULES)
 VARIANTS: dict[str, dict[str, Any]] = {
     "demo": {},  # make demo's search until the study made dirichlet its default
     "wd0": {"arch_weight_decay": 0.0},
@@ -75,6 +76,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # trained Dirichlet supergraph (each rule's choices ranked by the validation loss's rise
     # without them, progressively fixed)
     "dirichlet_pt": {"dirichlet": True, "selection": "perturbation"},
+    # DARTS-PT with its re-adaptation: dirichlet's trained supergraph, the space rule's sink
+    # pruned one node at a time, the network trained an epoch of the protocol after each
+    # structural decision (about 80 evaluations and 10 epochs: the space rule only)
+    "dirichlet_prune": {"dirichlet": True, "selection": "pruning", ONLY_RULES: ("space",)},
     "bn0.1": {"sink_bn_init": 0.1},
     "bilevel": {"mode": "bilevel"},  # DARTS first order: network on one half, weights on the other
 }
@@ -151,26 +156,39 @@ def run_one(name: str, seed: int, work: Path) -> dict[str, Any]:
     from attnas.benchmark.search import derive_by_position, proxy_score, run_proxy_search
     from attnas.space import load_space
     from attnas.supergraph.search import DifferentiableSearchConfig
+    from attnas.supergraph.select import Readaptation
 
     bench, protocol, cache = _table(work)
     space = load_space("attention_nas")
     variant = dict(VARIANTS[name])
     epochs = variant.pop(SEARCH_EPOCHS, protocol.train.epochs)
+    rules = tuple(variant.pop(ONLY_RULES, RULES))
     config = DifferentiableSearchConfig(**{**DEMO, **variant, "alpha": 1, "beta": 1})
     searched = protocol.replace(train=protocol.train.replace(epochs=epochs))
     start = time.perf_counter()
-    result = run_proxy_search(searched, cache, space, config, seed)
+    # the a1b1 cell is the search's own derivation: without that rule, no selection there
+    search_config = config if "a1b1" in rules else dataclasses.replace(config, selection="weights")
+    result = run_proxy_search(searched, cache, space, search_config, seed)
     search_s = time.perf_counter() - start
     weights = next(iter(result.weights.values()))
     seeds = [int(s) for s in bench.manifest["seeds"]]
-    score = None
-    if config.selection == "perturbation":
+    score = tune = None
+    if config.selection in ("perturbation", "pruning"):
         score = proxy_score(result.model, protocol, cache)
-    cells = {
-        "a1b1": result.cell,
-        "a2b1": derive_by_position(result.weights, ["all"], 2, 1, score)["all"],
-        "space": derive_by_position(result.weights, ["all"], space.alpha, space.beta, score)["all"],
+    if config.selection == "pruning":  # joint mode: the network trained on every clip
+        arch = list(result.model.architecture.parameters())
+        train = protocol.train.replace(seed=seed)
+        tune = Readaptation(result.model, cache.data["train"], train, arch, seed)
+
+    def derived(alpha: int, beta: int) -> Any:
+        return derive_by_position(result.weights, ["all"], alpha, beta, score, tune)["all"]
+
+    derive = {
+        "a1b1": lambda: result.cell,
+        "a2b1": lambda: derived(2, 1),
+        "space": lambda: derived(space.alpha, space.beta),
     }
+    cells = {rule: derive[rule]() for rule in rules}
     select_s = time.perf_counter() - start - search_s
     last = result.telemetry[-1]["positions"]["all"]
     run = {
@@ -502,7 +520,7 @@ def main() -> None:
                     continue
                 run = run_one(name, seed, work)
                 path.write_text(json.dumps(run, indent=1))
-                a, s = run["placements"]["a1b1"], run["placements"]["space"]
+                a, s = run["placements"].get("a1b1", {}), run["placements"]["space"]
                 print(
                     f"{name} seed {seed}: a1b1 pct {a.get('percentile', float('nan')):.1f} "
                     f"space pct {s.get('percentile', float('nan')):.1f} "

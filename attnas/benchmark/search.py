@@ -28,7 +28,7 @@ from torch import nn
 
 from attnas.benchmark.protocol import FeatureCache, ProxyProtocol, build_proxy_model
 from attnas.space import CellSpec, SearchSpace
-from attnas.supergraph.select import derive_by_position
+from attnas.supergraph.select import Readaptation, derive_by_position
 
 
 @dataclass
@@ -84,7 +84,10 @@ def run_proxy_search(
             share ``heldout_fraction`` of the training clips; ``position_specific``: one
             supergraph's weights, and one derived cell, per position of the protocol;
             ``selection="perturbation"``: the choices ranked by the trained network's
-            validation loss without each, ``proxy_score``).
+            validation loss without each, ``proxy_score``; ``"pruning"``: the same with the
+            sink pruned one node at a time and the network re-adapted for an epoch of the
+            protocol's training after each structural decision, ``Readaptation``, the
+            network restored afterwards).
         seed: The search seed.
         telemetry_path: Where the hook appends one JSON line per epoch (None: a temporary file).
 
@@ -131,8 +134,12 @@ def run_proxy_search(
             else []
         )
     weights = dict(factory.weights)
-    score = proxy_score(model, protocol, cache) if config.selection == "perturbation" else None
-    cells = derive_by_position(weights, protocol.positions, alpha, beta, score)
+    score = tune = None
+    if config.selection in ("perturbation", "pruning"):
+        score = proxy_score(model, protocol, cache)
+    if config.selection == "pruning":
+        tune = Readaptation(model, train, protocol.train.replace(seed=seed), arch, seed)
+    cells = derive_by_position(weights, protocol.positions, alpha, beta, score, tune)
     cell = next(iter(cells.values()))
     return ProxySearchResult(cell, weights, history, telemetry, hook.steps, model, cells)
 

@@ -571,12 +571,18 @@ def write_differentiable_report(
     """
     lines = _context_section(ctx)
     methods = {c.meta.get("derivation", {}).get("method", "weights") for c in cells.values()}
-    if methods == {"perturbation"}:
+    if methods in ({"perturbation"}, {"pruning"}):
+        pruning = (
+            "; the sink pruned one node at a time, the network re-adapted for an epoch after "
+            "each structural decision and restored afterwards"
+            if methods == {"pruning"}
+            else ""
+        )
         how = (
             f"Derived with α = {alpha} (sink nodes kept) and β = {beta} (predecessors kept per "
             "node), each choice ranked not by its connection weight but by how much the trained "
-            "network's validation loss rose without it (perturbation selection, "
-            "`attnas.supergraph.select`; the losses are in each cell file's `meta`). "
+            f"network's validation loss rose without it ({next(iter(methods))} selection"
+            f"{pruning}, `attnas.supergraph.select`; the losses are in each cell file's `meta`). "
             "`attnas-derive` derives from the weights alone, without retraining: "
             f"`attnas-derive run_dir={ctx.run_dir} alpha=2 beta=1`."
         )

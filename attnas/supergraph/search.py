@@ -130,7 +130,11 @@ class DifferentiableSearchConfig:
         selection: What ranks the derivation's choices: ``"weights"`` (the paper: the
             learned connection weights) or ``"perturbation"`` (DARTS-PT: the rise of the
             trained network's validation loss without each choice,
-            ``attnas.supergraph.select``; about 50 extra evaluations for α = 3, β = 1).
+            ``attnas.supergraph.select``; about 50 extra evaluations for α = 3, β = 1) or
+            ``"pruning"`` (the same, the sink pruned one node at a time and the network
+            re-adapted for one epoch of the search's training after each structural decision;
+            about 80 evaluations and 10 epochs for α = 3, β = 1; the trained network restored
+            afterwards).
         telemetry_every: Also write gradient telemetry every this many steps to
             ``telemetry_steps.jsonl`` (0: per epoch only).
         alpha: Sink nodes kept by the derivation (None: the space's default).
@@ -646,9 +650,17 @@ def run_differentiable_search(
         raise RuntimeError(f"differentiable search failed:\n{result.error}")
     positions = _positions(spec, input_shape)
     derived = None
-    if config.selection == "perturbation":
+    if config.selection in ("perturbation", "pruning"):
         derived = _select_by_perturbation(
-            state["model"], factory.weights, positions, train_ds, val_ds, spec, alpha, beta
+            state["model"],
+            factory.weights,
+            positions,
+            train_ds,
+            val_ds,
+            spec,
+            alpha,
+            beta,
+            pruning=config.selection == "pruning",
         )
     cells, files = export_cells(factory.weights, alpha, beta, run_dir / "cells", positions, derived)
     out = DifferentiableSearchResult(cells, files, result, run_dir=run_dir)
@@ -675,18 +687,24 @@ def _select_by_perturbation(
     spec: TrialSpec,
     alpha: int,
     beta: int,
+    pruning: bool = False,
 ) -> dict[str, CellSpec]:
     """``{position: cell}`` with the choices ranked by the trained network's validation loss
     without each (``attnas.supergraph.select``), BatchNorms re-estimated on the first training
-    batches (unshuffled) for every evaluation."""
-    from attnas.supergraph.select import derive_by_position, supergraph_loss
+    batches (unshuffled) for every evaluation; ``pruning``: the sink pruned one node at a time,
+    the network re-adapted for an epoch of the search's training after each structural
+    decision (``Readaptation``) and restored afterwards."""
+    from attnas.supergraph.select import Readaptation, derive_by_position, supergraph_loss
 
     batch = spec.train.batch_size
     val = DataLoader(val_ds, batch_size=batch, shuffle=False)
     calibration = DataLoader(train_ds, batch_size=batch, shuffle=False)
-    return derive_by_position(
-        weights, positions, alpha, beta, supergraph_loss(model, val, calibration)
-    )
+    tune = None
+    if pruning:
+        arch = [p for w in weights.values() for p in w.parameters()]
+        tune = Readaptation(model, train_ds, spec.train.replace(seed=spec.seed), arch, spec.seed)
+    score = supergraph_loss(model, val, calibration)
+    return derive_by_position(weights, positions, alpha, beta, score, tune)
 
 
 def _positions(spec: TrialSpec, input_shape: tuple[int, ...]) -> list[str]:

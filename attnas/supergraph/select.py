@@ -31,8 +31,19 @@ loss with the trainable BatchNorms' statistics re-estimated on the first trainin
 every evaluation (as the one-shot scores are; under Dirichlet mixing the trained statistics
 are those of sampled weights), the model's own statistics restored after each.
 
+**Pruning** (``selection="pruning"``) is the same ranking with DARTS-PT's re-adaptation put
+back: a ``Readaptation`` trains the network (not the connection weights) for one epoch of the
+search's own training after every structural decision, so each later rise is measured on a
+network that has learned to do without what was removed. The sink is then pruned one node at a
+time, the node whose removal raises the loss least first, each removal followed by an epoch,
+until α remain (m·n − α epochs and about m·n²/2 evaluations: 9 epochs and 72 evaluations for the
+default space's α = 3); each predecessor row fixed is followed by an epoch too; activations are
+chosen on the re-adapted network without further epochs. The network's weights and statistics
+are restored afterwards (``Readaptation.restored``), so the trained supergraph is as it was.
+
 Public names: ``SELECTIONS``, ``perturbation_ranking``, ``derive_by_perturbation``,
-``derive_by_position`` (either rule, a cell per position), ``supergraph_loss``.
+``derive_by_position`` (either rule, a cell per position), ``supergraph_loss``,
+``Readaptation``.
 """
 
 from __future__ import annotations
@@ -48,7 +59,7 @@ from attnas.space import CellSpec
 from attnas.supergraph.derive import derive_cell, top_indices
 from attnas.supergraph.weights import ArchitectureWeights
 
-SELECTIONS = ("weights", "perturbation")
+SELECTIONS = ("weights", "perturbation", "pruning")
 LOGITS = ("w_level", "w_act", "w_sink")
 
 
@@ -89,6 +100,7 @@ def perturbation_ranking(
     score: Callable[[], float],
     alpha: int,
     beta: int,
+    tune: Callable[[], Any] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Rank the derivation's choices by the rise of ``score`` without each (see the module).
 
@@ -98,11 +110,17 @@ def perturbation_ranking(
             better), e.g. ``supergraph_loss``.
         alpha: Sink nodes kept.
         beta: Predecessors kept per node at level ≥ 2.
+        tune: Re-adapts the network to the connection weights as they are (e.g. a
+            ``Readaptation``; it changes the network, which the caller restores). With it
+            the sink is pruned one node at a time and every structural decision is followed
+            by a call (the module's pruning); None: no re-adaptation.
 
     Returns:
         ``(ranking, record)``: the rises as ``derive_cell``'s ``ranking`` (``-inf`` where not
-        measured), and a record of the scores as trained, after each stage, and the number
-        of evaluations.
+        measured; a pruned sink node ``-inf``, a kept one its rise in the last round), and a
+        record of the scores as trained, after each stage, the number of evaluations and of
+        re-adaptations, and (pruning) each pruned node with its rise and the loss after its
+        re-adaptation.
     """
     m, n = weights.levels, weights.num_nodes
     if not 1 <= alpha <= m * n:
@@ -113,22 +131,50 @@ def perturbation_ranking(
     sink = torch.full((m * n,), off)
     level = torch.full((max(m - 1, 0), n, n), off)
     act = torch.full(tuple(weights.w_act.shape), off)
-    evaluations = 0
+    evaluations = tunes = 0
 
     def measure() -> float:
         nonlocal evaluations
         evaluations += 1
         return float(score())
 
+    def readapt() -> float:
+        """Re-adapt (when tuning) and return the loss measured afterwards."""
+        nonlocal tunes
+        if tune is not None:
+            tune()
+            tunes += 1
+        return measure()
+
     record: dict[str, Any] = {}
     with _logits_restored(weights):
         base = record["loss_as_trained"] = measure()
-        for i in range(m * n):
-            with _removed(weights.w_sink, (i,)):
-                sink[i] = measure() - base
+        alive = list(range(m * n))
+        pruned: list[dict[str, Any]] = []
+        while True:
+            for i in alive:
+                with _removed(weights.w_sink, (i,)):
+                    sink[i] = measure() - base
+            if tune is None or len(alive) <= alpha:
+                break
+            # the least needed goes; of equal rises the later one (ties keep derivation order)
+            drop = min(alive, key=lambda i: (float(sink[i]), -i))
+            rise = float(sink[drop])
+            with torch.no_grad():
+                weights.w_sink[drop] = off
+            sink[drop] = off
+            alive.remove(drop)
+            base = readapt()
+            level_of, j = drop // n + 1, drop % n
+            node = weights.node_name(level_of, j)
+            pruned.append({"node": node, "rise": round(rise, 6), "loss_after": round(base, 6)})
+            if len(alive) <= alpha:
+                break
         kept = top_indices(sink, alpha)
         _keep_only(weights.w_sink, kept)
         nodes = [(i // n + 1, i % n) for i in kept]  # (level 1-based, j)
+        if pruned:
+            record["pruned"] = pruned
         base = record["loss_sink_fixed"] = measure()
         for lv in range(m, 1, -1):  # deepest first, as the derivation recurses
             for j in sorted({j for node_lv, j in nodes if node_lv == lv}):
@@ -140,7 +186,7 @@ def perturbation_ranking(
                         level[lv - 2, j, k] = measure() - base
                 preds = top_indices(level[lv - 2, j], beta)
                 _keep_only(weights.w_level[lv - 2, j], preds)
-                base = measure()
+                base = readapt()
                 nodes.extend((lv - 1, k) for k in preds)
         record["loss_inputs_fixed"] = base
         for lv, j in sorted(set(nodes)):
@@ -155,6 +201,7 @@ def perturbation_ranking(
             base = measure()
         record["loss_cell"] = base
     record["evaluations"] = evaluations
+    record["readaptations"] = tunes
     ranking = {"sink": sink, "act": act}
     if m > 1:
         ranking["level"] = level
@@ -162,13 +209,21 @@ def perturbation_ranking(
 
 
 def derive_by_perturbation(
-    weights: ArchitectureWeights, score: Callable[[], float], alpha: int, beta: int
+    weights: ArchitectureWeights,
+    score: Callable[[], float],
+    alpha: int,
+    beta: int,
+    tune: Callable[[], Any] | None = None,
 ) -> CellSpec:
-    """The top-α / top-β cell with its choices ranked by ``perturbation_ranking``; its
-    ``meta["derivation"]`` holds the rises and ``["selection"]`` the losses behind them."""
-    ranking, record = perturbation_ranking(weights, score, alpha, beta)
-    cell = derive_cell(weights, alpha, beta, ranking, method="perturbation")
-    cell.meta["derivation"]["selection"] = {k: round(v, 6) for k, v in record.items()}
+    """The top-α / top-β cell with its choices ranked by ``perturbation_ranking`` (with
+    ``tune``: pruned, the method ``"pruning"``); its ``meta["derivation"]`` holds the rises and
+    ``["selection"]`` the losses behind them."""
+    ranking, record = perturbation_ranking(weights, score, alpha, beta, tune)
+    method = "perturbation" if tune is None else "pruning"
+    cell = derive_cell(weights, alpha, beta, ranking, method=method)
+    cell.meta["derivation"]["selection"] = {
+        k: round(v, 6) if isinstance(v, float) else v for k, v in record.items()
+    }
     return cell
 
 
@@ -178,21 +233,82 @@ def derive_by_position(
     alpha: int,
     beta: int,
     score: Callable[[], float] | None = None,
+    tune: Readaptation | None = None,
 ) -> dict[str, CellSpec]:
     """``{position: cell}`` derived with top-α / top-β from a search's connection weights: the
     shared weights' cell at every position (key ``"all"``), or each position's own. With
     ``score`` (the trained network's loss) the choices are ranked by perturbation
-    (``derive_by_perturbation``) instead of by the weights; position-specific weights are
-    perturbed one position at a time, the others as learned."""
+    (``derive_by_perturbation``) instead of by the weights, and with ``tune`` too by pruning,
+    the network restored after each position's; position-specific weights are perturbed one
+    position at a time, the others as learned."""
     from attnas.supergraph.export import AGNOSTIC
 
-    derived = {
-        key: derive_cell(w, alpha, beta)
-        if score is None
-        else derive_by_perturbation(w, score, alpha, beta)
-        for key, w in weights.items()
-    }
+    if tune is not None and score is None:
+        raise ValueError("derive_by_position: tune (pruning) needs a score")
+
+    def derive(w: ArchitectureWeights) -> CellSpec:
+        if score is None:
+            return derive_cell(w, alpha, beta)
+        if tune is None:
+            return derive_by_perturbation(w, score, alpha, beta)
+        with tune.restored():
+            return derive_by_perturbation(w, score, alpha, beta, tune)
+
+    derived = {key: derive(w) for key, w in weights.items()}
     return {p: derived[AGNOSTIC if AGNOSTIC in derived else p] for p in positions}
+
+
+class Readaptation:
+    """``tune()``: one epoch of the search network's own training with the connection weights as
+    they are (fixed: they are left out of the optimiser), the pruning's re-adaptation.
+
+    Each call builds a fresh ``Trainer`` for one epoch of ``config`` (no warm-up: the cosine
+    schedule from the configured learning rate to its floor over the epoch), its data order
+    seeded by ``(seed, call)``; the network's training-mode mixing is the search's own (a
+    Dirichlet sample per forward under Dirichlet mixing). ``restored()`` puts the network's
+    weights and statistics back as they were when the block began.
+
+    Args:
+        model: The trained search network (its connection weights as ``model.architecture``).
+        train_data: The training clips the network was trained on.
+        config: The search's ``TrainConfig``.
+        exclude: The connection weights (left out of the optimiser).
+        seed: Seed of the data orders.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_data: Any,
+        config: Any,
+        exclude: Sequence[nn.Parameter],
+        seed: int,
+    ) -> None:
+        self.model, self.train_data, self.config = model, train_data, config
+        self.exclude, self.seed, self.calls = list(exclude), int(seed), 0
+
+    def __call__(self) -> float:
+        """One epoch; returns its training loss."""
+        from attnas.train import derive_seed
+        from attnas.train.trainer import Trainer
+
+        self.calls += 1
+        seed = derive_seed(self.seed, "readaptation", self.calls)
+        config = self.config.replace(epochs=1, warmup_epochs=0, seed=seed)
+        trainer = Trainer(
+            self.model, self.train_data, None, config, exclude_parameters=self.exclude, seed=seed
+        )
+        return float(trainer.fit()[-1]["train_loss"])
+
+    @contextmanager
+    def restored(self) -> Iterator[None]:
+        saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        mode = self.model.training
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(saved)
+            self.model.train(mode)
 
 
 def supergraph_loss(
@@ -215,6 +331,7 @@ def supergraph_loss(
 
 __all__ = [
     "SELECTIONS",
+    "Readaptation",
     "derive_by_perturbation",
     "derive_by_position",
     "perturbation_ranking",

@@ -3,6 +3,8 @@ real supergraph's loss as the score."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -166,3 +168,73 @@ def test_the_config_names_a_bad_selection():
     assert DifferentiableSearchConfig().selection == "weights"
     with pytest.raises(ValueError, match="selection must be one of"):
         DifferentiableSearchConfig(selection="magnitude")
+
+
+def test_pruning_drops_the_least_needed_node_first_and_measures_after_each_readaptation():
+    """A planted network that, re-adapted, comes to need level-2 node 9 more than node 2: the
+    one-shot ranking keeps node 2 (needed more as trained), the pruning keeps node 9."""
+    w = weights()
+    state = {"tunes": 0}
+    sinks_at_tune: list[torch.Tensor] = []
+
+    def score() -> float:
+        with torch.no_grad():
+            sink = w.sink_probs()
+        return float(4 - sink[2] - (0.5 + state["tunes"]) * sink[9])
+
+    def tune() -> None:
+        sinks_at_tune.append(w.sink_probs().detach().clone())
+        state["tunes"] += 1
+
+    chosen = derive_by_perturbation(w, score, alpha=1, beta=1).meta["derivation"]["chosen"]
+    assert [name for name in chosen if "sink_score" in chosen[name]] == ["L1.map/spatiotemporal"]
+    assert state["tunes"] == 0
+    ranking, record = perturbation_ranking(w, score, alpha=1, beta=1, tune=tune)
+    kept = [i for i in range(2 * N) if torch.isfinite(ranking["sink"][i])]
+    assert kept == [9]
+    pruned = [p["node"] for p in record["pruned"]]
+    assert len(pruned) == 2 * N - 1 and "L1.map/spatiotemporal" in pruned
+    # each removal is re-adapted before the next round: the k-th re-adaptation sees k nodes off
+    for k, sink in enumerate(sinks_at_tune[: 2 * N - 1], start=1):
+        assert int((sink == 0).sum()) == k
+    # 1 as trained; rounds over 12, 11, ..., 2 alive nodes and one after each of the 11
+    # removals; 1 with the sink fixed; 6 inputs of node 9 and 1 after its re-adaptation;
+    # 4 activations and 1 after for each of the cell's 2 nodes
+    assert record["evaluations"] == 1 + sum(range(2, 13)) + 11 + 1 + 6 + 1 + 2 * (4 + 1)
+    assert record["readaptations"] == state["tunes"] == 11 + 1
+    cell = derive_cell(w, 1, 1, ranking, method="pruning")
+    assert cell.meta["derivation"]["method"] == "pruning"
+    assert "sink_score" in cell.meta["derivation"]["chosen"]["L2.dot/spatial"]
+
+
+def test_the_readaptation_trains_the_network_alone_and_derive_by_position_restores_it():
+    from torch.utils.data import TensorDataset
+
+    from attnas.supergraph.select import Readaptation, derive_by_position
+    from attnas.train.spec import TrainConfig
+
+    torch.manual_seed(0)
+    w = weights(dirichlet=True)
+    net = _Net(w).train()
+    arch = list(w.parameters())
+    data = TensorDataset(torch.randn(12, 3, 2, 4, 4), torch.randint(0, 3, (12,)))
+    batches = [(x, y) for x, y in torch.utils.data.DataLoader(data, batch_size=6)]
+    config = TrainConfig(epochs=5, batch_size=6, lr=0.05, warmup_epochs=1.0)
+    tune = Readaptation(net, data, config, arch, seed=3)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    logits = [p.detach().clone() for p in arch]
+    with tune.restored():
+        loss = tune()
+        assert math.isfinite(loss) and tune.calls == 1
+        assert not torch.equal(net.stem.weight, state["stem.weight"])  # the network moved
+        assert all(torch.equal(p, q) for p, q in zip(arch, logits))  # the weights did not
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
+    score = supergraph_loss(net, batches[:1], batches[1:], calibration_batches=1)
+    cells = derive_by_position({"all": w}, ["a", "b"], 3, 1, score, tune)
+    assert cells["a"] is cells["b"] and cells["a"].meta["derivation"]["method"] == "pruning"
+    record = cells["a"].meta["derivation"]["selection"]
+    assert record["readaptations"] == tune.calls - 1 >= 2 * N - 3
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
+    assert all(torch.equal(p, q) for p, q in zip(arch, logits))
+    with pytest.raises(ValueError, match="needs a score"):
+        derive_by_position({"all": w}, ["a"], 3, 1, None, tune)
