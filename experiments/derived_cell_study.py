@@ -277,17 +277,28 @@ def summarise(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
     }
 
 
-def _sink_rises(run: dict[str, Any]) -> dict[str, float] | None:
-    """The sink stage's loss rise per node behind a run's space-rule cell, when perturbation
-    selected it (None otherwise)."""
+def _sink_rises(run: dict[str, Any]) -> tuple[str, dict[str, float]] | None:
+    """``(method, scores)`` behind a run's space-rule cell: when perturbation selected it, the
+    sink stage's loss rise per node; when pruning did, each node's survival (0 for the first
+    pruned, 1 for the next, ...; the kept nodes above every pruned one, in the order of their
+    last rises); None when the weights did."""
     cell = run["placements"].get("space", {}).get("cell", {})
     derivation = cell.get("meta", {}).get("derivation", {})
-    return derivation["sink_scores"] if derivation.get("method") == "perturbation" else None
+    method = derivation.get("method")
+    if method == "perturbation":
+        return method, derivation["sink_scores"]
+    if method != "pruning":
+        return None
+    order = [p["node"] for p in derivation["selection"]["pruned"]]
+    scores = derivation["sink_scores"]
+    kept = sorted((n for n in scores if n not in order), key=lambda n: scores[n])
+    return method, {n: float(i) for i, n in enumerate(order + kept)}
 
 
 def selection_signal(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
     """Per variant whose space-rule cells were selected by perturbation: does the sink stage's
-    loss rise of a node follow what the table says its (type, dim) is worth?
+    loss rise of a node follow what the table says its (type, dim) is worth? (Selected by
+    pruning: does the order in which its nodes survive?)
 
     A node's worth is the mean of the table's cell means over the cells with an op of its
     (type, dim). Per run, Kendall τ between the 12 nodes' rises and their worth (a level-1 and
@@ -304,16 +315,18 @@ def selection_signal(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
     value = {k: statistics.fmean(v) for k, v in worth.items()}
     out: dict[str, Any] = {}
     for name in dict.fromkeys(r["variant"] for r in runs):
-        rises = [rise for r in runs if r["variant"] == name and (rise := _sink_rises(r))]
-        if not rises:
+        found = [got for r in runs if r["variant"] == name and (got := _sink_rises(r))]
+        if not found:
             continue
+        method, rises = found[0][0], [scores for _, scores in found]
         nodes = list(rises[0])
         truth = np.array([value[n.split(".", 1)[1]] for n in nodes])
         taus = [kendall(np.array([r[n] for n in nodes]), truth) for r in rises]
         mean_rise = np.array([statistics.fmean(r[n] for r in rises) for n in nodes])
-        tops = [sorted(r.values())[-2:] for r in rises]
+        tops = [] if method == "pruning" else [sorted(r.values())[-2:] for r in rises]
         second = [b / a for b, a in tops if a > 0]  # a run none of whose rises is positive: none
         out[name] = {
+            "method": method,
             "runs": len(rises),
             "tau_per_run": bootstrap(taus),
             "tau_of_mean_rise": kendall(mean_rise, truth),
@@ -441,12 +454,18 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
                 + (f" ({others})" if others else "")
             )
     for name, e in summary.get("selection_signal", {}).items():
+        what, mean = (
+            ("the order in which the sink's nodes survive the pruning", "survival rank")
+            if e.get("method") == "pruning"
+            else ("the sink stage's loss rises", "rise")
+        )
         lines += [
             "",
-            f"`{name}`: the sink stage's loss rises against what the table says each node's "
+            f"`{name}`: {what} against what the table says each node's "
             "(type, dim) is worth (the mean over the cells with such an op), "
             f"{e['runs']} runs: Kendall τ per run {ci_text(e['tau_per_run'], 1, 2)} (median), "
-            f"τ of the rises averaged over runs {e['tau_of_mean_rise']:.2f}; largest mean rise "
+            f"τ of the {mean}s averaged over runs {e['tau_of_mean_rise']:.2f}; largest mean "
+            f"{mean} "
             f"`{e['top_node']}` (the table's most valuable kind: `{e['best_worth']}`)"
             + (
                 "; the second-largest rise of a run is "

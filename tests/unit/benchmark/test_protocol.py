@@ -193,6 +193,32 @@ def test_perturbation_selection_ranks_the_trained_networks_choices(cache):
     assert sorted(chosen) == sorted(ranked[:2])
 
 
+def test_pruning_selection_readapts_between_decisions_and_restores_the_network(cache):
+    from attnas.benchmark.search import run_proxy_search
+    from attnas.space import load_space
+
+    space = load_space("attention_nas")
+    config = DifferentiableSearchConfig(arch_lr=0.05, alpha=2, beta=1, dirichlet=True)
+    plain = run_proxy_search(TINY, cache, space, config, seed=0)
+    pruned = run_proxy_search(
+        TINY, cache, space, dataclasses.replace(config, selection="pruning"), seed=0
+    )
+    # the same search, and the network as trained afterwards: the re-adaptation is undone
+    after, trained = pruned.model.state_dict(), plain.model.state_dict()
+    assert after.keys() == trained.keys()
+    assert all(torch.equal(after[k], trained[k]) for k in trained)
+    derivation = pruned.cell.meta["derivation"]
+    record = derivation["selection"]
+    assert derivation["method"] == "pruning" and len(record["pruned"]) == 12 - 2
+    level2 = sum(
+        name.startswith("L2") for name, e in derivation["chosen"].items() if "sink_score" in e
+    )
+    assert record["readaptations"] == 10 + level2
+    kept = [n for n, e in derivation["chosen"].items() if "sink_score" in e]
+    assert not set(kept) & {p["node"] for p in record["pruned"]}
+    assert len(pruned.cell.outputs) == 2
+
+
 def test_position_specific_proxy_search_derives_and_retrains_a_cell_per_position(weights, tmp_path):
     from attnas.benchmark.protocol import count_proxy_cost
     from attnas.benchmark.search import retrain_under_protocol, run_proxy_search

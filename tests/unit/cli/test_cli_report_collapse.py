@@ -69,12 +69,15 @@ def test_report_says_what_ranked_the_derivations_choices(tmp_path):
     cell = single_op_cell(OpSpec("dot", "spatiotemporal", "softmax"))
     f = cell.save(tmp_path / "cells" / "cell.yaml")
     picked = dataclasses.replace(cell, meta={"derivation": {"method": "perturbation"}})
+    pruned = dataclasses.replace(cell, meta={"derivation": {"method": "pruning"}})
     texts = [
         write_differentiable_report(
             tmp_path / f"{i}.md", _ctx(tmp_path), {"Mixed_4b": c}, [f], {"top1": 0.5}, {}, 1, 1
         ).read_text()
-        for i, c in enumerate((cell, picked))
+        for i, c in enumerate((cell, picked, pruned))
     ]
+    assert "(pruning selection; the sink pruned one node at a time" in texts[2]
+    assert "(perturbation selection, `attnas" in texts[1]
     assert "Derived from the learned connection weights with α = 1" in texts[0]
     assert "Derived from the learned connection weights" not in texts[1]
     assert "ranked not by its connection weight but by how much the trained network's" in texts[1]

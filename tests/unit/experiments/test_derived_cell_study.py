@@ -119,3 +119,31 @@ def test_the_selection_signal_compares_the_rises_with_what_the_table_says_a_node
     # second-largest over largest rise: (n-2)/(n-1) in the two runs with a positive rise
     n = len(kinds)
     assert n >= 3 and signal["second_over_first"][0] == pytest.approx((n - 2) / (n - 1))
+
+
+def test_a_pruned_cells_signal_is_the_order_its_nodes_survive(bench):
+    import statistics
+
+    kinds = sorted({f"{o.op.type}/{o.op.dim}" for c in bench.cells() for o in c.ops})
+
+    def worth(k):
+        return statistics.fmean(
+            bench.mean(c) for c in bench.cells() if k in {f"{o.op.type}/{o.op.dim}" for o in c.ops}
+        )
+
+    ordered = [f"L1.{k}" for k in sorted(kinds, key=worth)]  # least to most worth
+    # pruned least worth first; the two kept nodes' last rises put the most worth on top
+    rises = {n: float("-inf") for n in ordered[:-2]} | {ordered[-2]: 0.3, ordered[-1]: 0.2}
+    selection = {"pruned": [{"node": n, "rise": 0.0, "loss_after": 1.0} for n in ordered[:-2]]}
+    meta = {"derivation": {"method": "pruning", "sink_scores": rises, "selection": selection}}
+    space = {"hash": "x" * 16, "num_ops": 4, "in_table": False, "mean": 0.7,
+             "percentile": 0.0, "cell": {"meta": meta}}  # fmt: skip
+    summary = dcs.summarise([{**_run(0, {"space": space}), "variant": "prune"}], bench)
+    signal = summary["selection_signal"]["prune"]
+    assert signal["method"] == "pruning" and signal["second_over_first"] is None
+    # survival 0, 1, ... in pruning order, then the kept by their rises: all but the top pair
+    # agree with the worth
+    assert signal["top_node"] == ordered[-2]
+    n = len(ordered)
+    assert signal["tau_per_run"][0] == pytest.approx(1 - 2 / (n * (n - 1) / 2))
+    assert "survive the pruning" in dcs.markdown(summary, bench)
