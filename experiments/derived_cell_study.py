@@ -396,7 +396,10 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
         "`dirichlet_epochs24`: 24 epochs, the derived cells retrained with the protocol's 8) "
         "with one remedy changed per variant (`dirichlet_pt`: `dirichlet`'s search, each "
         "rule's choices ranked by perturbation, `attnas.supergraph.select`; its stability "
-        "column is that of the weights' own per-epoch derivation); each seed's derived cell is "
+        "column is that of the weights' own per-epoch derivation; `dirichlet_prune`: the same "
+        "search, the space rule's sink pruned one node at a time with an epoch of the "
+        "protocol's training after each structural decision, the space rule only); each "
+        "seed's derived cell is "
         "placed on "
         f"`distant_match_k2` ({len(bench)} of {bench.manifest.get('cells_total', len(bench))} cells"
         + ("" if bench.complete else ", partial: percentiles rank among a uniform random sample")
@@ -478,8 +481,8 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
     if timed:
         lines += [
             "",
-            "Median seconds per search seed: the search with the `a1b1` selection, then the "
-            "`a2b1` and `space` selections:",
+            "Median seconds per search seed: the search with the `a1b1` selection (when the "
+            "variant places that rule), then the other rules' selections:",
             "",
         ]
         lines += [
