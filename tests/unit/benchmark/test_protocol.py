@@ -167,18 +167,29 @@ def test_proxy_search_trains_supergraphs_and_derives_a_cell(cache):
     assert result.cells == {TINY.split: result.cell}
 
 
-def test_perturbation_selection_ranks_the_trained_networks_choices(cache):
-    from attnas.benchmark.search import proxy_score, run_proxy_search
+SELECTED = DifferentiableSearchConfig(arch_lr=0.05, alpha=2, beta=1, dirichlet=True)
+
+
+def _selected_search(cache, selection: str):
+    from attnas.benchmark.search import run_proxy_search
     from attnas.space import load_space
+
+    config = dataclasses.replace(SELECTED, selection=selection)
+    return run_proxy_search(TINY, cache, load_space("attention_nas"), config, seed=0)
+
+
+@pytest.fixture(scope="module")
+def plain_search(cache):
+    """The search the selection tests derive from, its cell ranked by the weights."""
+    return _selected_search(cache, "weights")
+
+
+def test_perturbation_selection_ranks_the_trained_networks_choices(cache, plain_search):
+    from attnas.benchmark.search import proxy_score
     from attnas.supergraph import derive_cell
     from attnas.supergraph.select import derive_by_perturbation
 
-    space = load_space("attention_nas")
-    config = DifferentiableSearchConfig(arch_lr=0.05, alpha=2, beta=1, dirichlet=True)
-    plain = run_proxy_search(TINY, cache, space, config, seed=0)
-    picked = run_proxy_search(
-        TINY, cache, space, dataclasses.replace(config, selection="perturbation"), seed=0
-    )
+    plain, picked = plain_search, _selected_search(cache, "perturbation")
     (w, other) = (next(iter(r.weights.values())) for r in (picked, plain))
     assert torch.equal(w.w_sink, other.w_sink)  # the selection comes after the same search
     assert plain.cell == derive_cell(w, 2, 1)
@@ -193,16 +204,8 @@ def test_perturbation_selection_ranks_the_trained_networks_choices(cache):
     assert sorted(chosen) == sorted(ranked[:2])
 
 
-def test_pruning_selection_readapts_between_decisions_and_restores_the_network(cache):
-    from attnas.benchmark.search import run_proxy_search
-    from attnas.space import load_space
-
-    space = load_space("attention_nas")
-    config = DifferentiableSearchConfig(arch_lr=0.05, alpha=2, beta=1, dirichlet=True)
-    plain = run_proxy_search(TINY, cache, space, config, seed=0)
-    pruned = run_proxy_search(
-        TINY, cache, space, dataclasses.replace(config, selection="pruning"), seed=0
-    )
+def test_pruning_selection_readapts_between_decisions_and_restores_the_network(cache, plain_search):
+    plain, pruned = plain_search, _selected_search(cache, "pruning")
     # the same search, and the network as trained afterwards: the re-adaptation is undone
     after, trained = pruned.model.state_dict(), plain.model.state_dict()
     assert after.keys() == trained.keys()
