@@ -145,20 +145,32 @@ def _kill_and_resume(
         stderr=subprocess.STDOUT,
         env=env,
     )
+
+    def ready() -> bool:
+        if not (run_dir / "trials.sqlite").is_file():
+            return False
+        with TrialStore.open(run_dir, create=False) as store:
+            records = store.trials()
+        completed = sum(r.state == "completed" for r in records)
+        running = [r.trial_id for r in records if r.state == "running"]
+        return completed >= kill_after and any(started(run_dir, tid) for tid in running)
+
     try:
         deadline = time.monotonic() + limit_s
-        completed, running = 0, []
-        while completed < kill_after or not any(started(run_dir, tid) for tid in running):
+        while True:
             assert proc.poll() is None, proc.stdout.read().decode()
             assert time.monotonic() < deadline, (
                 f"no {kill_after} completed trials and a running one in {limit_s} s"
             )
             time.sleep(0.05)
-            if (run_dir / "trials.sqlite").is_file():
-                with TrialStore.open(run_dir, create=False) as store:
-                    records = store.trials()
-                completed = sum(r.state == "completed" for r in records)
-                running = [r.trial_id for r in records if r.state == "running"]
+            if not ready():
+                continue
+            # freeze the group and look again: a 0.3 s trial can finish between the look
+            # and the kill, and then no trial is cut off mid-run
+            os.killpg(proc.pid, signal.SIGSTOP)
+            if ready():
+                break
+            os.killpg(proc.pid, signal.SIGCONT)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the search and its workers
         proc.wait()
