@@ -153,10 +153,9 @@ def _table(work: Path) -> tuple[Any, Any, Any]:
 
 def run_one(name: str, seed: int, work: Path) -> dict[str, Any]:
     """One search of variant ``name`` with ``seed``; both derived cells placed on the table."""
-    from attnas.benchmark.search import derive_by_position, proxy_score, run_proxy_search
+    from attnas.benchmark.search import derive_by_position, proxy_selection, run_proxy_search
     from attnas.space import load_space
     from attnas.supergraph.search import DifferentiableSearchConfig
-    from attnas.supergraph.select import Readaptation
 
     bench, protocol, cache = _table(work)
     space = load_space("attention_nas")
@@ -172,13 +171,8 @@ def run_one(name: str, seed: int, work: Path) -> dict[str, Any]:
     search_s = time.perf_counter() - start
     weights = next(iter(result.weights.values()))
     seeds = [int(s) for s in bench.manifest["seeds"]]
-    score = tune = None
-    if config.selection in ("perturbation", "pruning"):
-        score = proxy_score(result.model, protocol, cache)
-    if config.selection == "pruning":  # joint mode: the network trained on every clip
-        arch = list(result.model.architecture.parameters())
-        train = protocol.train.replace(seed=seed)
-        tune = Readaptation(result.model, cache.data["train"], train, arch, seed)
+    # joint mode: the network trained on every cached training clip
+    score, tune = proxy_selection(result.model, protocol, cache, config.selection, seed)
 
     def derived(alpha: int, beta: int) -> Any:
         return derive_by_position(result.weights, ["all"], alpha, beta, score, tune)["all"]

@@ -134,14 +134,31 @@ def run_proxy_search(
             else []
         )
     weights = dict(factory.weights)
-    score = tune = None
-    if config.selection in ("perturbation", "pruning"):
-        score = proxy_score(model, protocol, cache)
-    if config.selection == "pruning":
-        tune = Readaptation(model, train, protocol.train.replace(seed=seed), arch, seed)
+    score, tune = proxy_selection(model, protocol, cache, config.selection, seed, train)
     cells = derive_by_position(weights, protocol.positions, alpha, beta, score, tune)
     cell = next(iter(cells.values()))
     return ProxySearchResult(cell, weights, history, telemetry, hook.steps, model, cells)
+
+
+def proxy_selection(
+    model: nn.Module,
+    protocol: ProxyProtocol,
+    cache: FeatureCache,
+    selection: str,
+    seed: int,
+    train: Any = None,
+) -> tuple[Any, Readaptation | None]:
+    """``(score, tune)`` for ``derive_by_position`` under ``selection``: ``(None, None)`` for
+    the weights; ``proxy_score`` for perturbation; and for pruning also a ``Readaptation`` on
+    ``train`` (the clips the network trained on; None: every cached training clip) with the
+    protocol's training and the search seed."""
+    if selection not in ("perturbation", "pruning"):
+        return None, None
+    score = proxy_score(model, protocol, cache)
+    if selection != "pruning":
+        return score, None
+    clips = cache.data["train"] if train is None else train
+    return score, Readaptation(model, clips, protocol.train, seed=seed)
 
 
 def proxy_score(model: nn.Module, protocol: ProxyProtocol, cache: FeatureCache) -> Any:

@@ -699,10 +699,7 @@ def _select_by_perturbation(
     batch = spec.train.batch_size
     val = DataLoader(val_ds, batch_size=batch, shuffle=False)
     calibration = DataLoader(train_ds, batch_size=batch, shuffle=False)
-    tune = None
-    if pruning:
-        arch = [p for w in weights.values() for p in w.parameters()]
-        tune = Readaptation(model, train_ds, spec.train.replace(seed=spec.seed), arch, spec.seed)
+    tune = Readaptation(model, train_ds, spec.train, seed=spec.seed) if pruning else None
     score = supergraph_loss(model, val, calibration)
     return derive_by_position(weights, positions, alpha, beta, score, tune)
 

@@ -165,8 +165,7 @@ def perturbation_ranking(
             sink[drop] = off
             alive.remove(drop)
             base = readapt()
-            level_of, j = drop // n + 1, drop % n
-            node = weights.node_name(level_of, j)
+            node = weights.node_name(drop // n + 1, drop % n)
             pruned.append({"node": node, "rise": round(rise, 6), "loss_after": round(base, 6)})
             if len(alive) <= alpha:
                 break
@@ -271,8 +270,9 @@ class Readaptation:
     Args:
         model: The trained search network (its connection weights as ``model.architecture``).
         train_data: The training clips the network was trained on.
-        config: The search's ``TrainConfig``.
-        exclude: The connection weights (left out of the optimiser).
+        config: The search's ``TrainConfig`` (its seed is replaced by each call's).
+        exclude: The connection weights, left out of the optimiser (None: the parameters of
+            ``model.architecture``).
         seed: Seed of the data orders.
     """
 
@@ -281,9 +281,11 @@ class Readaptation:
         model: nn.Module,
         train_data: Any,
         config: Any,
-        exclude: Sequence[nn.Parameter],
-        seed: int,
+        exclude: Sequence[nn.Parameter] | None = None,
+        seed: int = 0,
     ) -> None:
+        if exclude is None:
+            exclude = list(model.architecture.parameters())
         self.model, self.train_data, self.config = model, train_data, config
         self.exclude, self.seed, self.calls = list(exclude), int(seed), 0
 
