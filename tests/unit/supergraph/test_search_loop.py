@@ -194,6 +194,30 @@ def test_perturbation_selection_exports_the_cell_the_trained_network_needs(tmp_p
     )
 
 
+@pytest.mark.slow
+def test_pruning_selection_exports_a_pruned_cell_and_the_weights_as_trained(tmp_path):
+    config = DifferentiableSearchConfig(alpha=2, beta=1, selection="pruning", arch_lr=0.05)
+    result = run_differentiable_search(SPACE, _spec(32, 16), config, tmp_path)
+    cell = CellSpec.load(tmp_path / "cells" / "cell.yaml")
+    derivation = cell.meta["derivation"]
+    record = derivation["selection"]
+    assert derivation["method"] == "pruning" and all(result.cells[p] == cell for p in POSITIONS)
+    kept = [name for name, e in derivation["chosen"].items() if "sink_score" in e]
+    pruned = [p["node"] for p in record["pruned"]]
+    assert len(kept) == 2 and len(pruned) == 12 - 2 and not set(kept) & set(pruned)
+    # an epoch after each of the 10 removals and after each kept level-2 node's inputs
+    level2 = sum(name.startswith("L2") for name in kept)
+    assert record["readaptations"] == 10 + level2
+    # rounds over 12, 11, ..., 3 nodes, one evaluation after each re-adaptation, 1 as trained,
+    # 1 with the sink fixed; 6 inputs per kept level-2 node; 4 + 1 per cell node
+    expected = 1 + sum(range(3, 13)) + 10 + 1 + level2 * (6 + 1) + len(cell.ops) * (4 + 1)
+    assert record["evaluations"] == expected
+    exported = ArchitectureWeights.from_dict(
+        json.loads((tmp_path / "cells" / "cell.weights.json").read_text())
+    )
+    assert torch.equal(exported.w_sink, _arch_state(tmp_path)["architecture.all.w_sink"])
+
+
 def test_bilevel_steps_on_the_heldout_half(tmp_path, monkeypatch):
     seen: dict[str, object] = {}
     real_loader, real_trial = search_mod.heldout_loader, search_mod.run_trial
