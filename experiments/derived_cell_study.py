@@ -80,6 +80,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # pruned one node at a time, the network trained an epoch of the protocol after each
     # structural decision (about 80 evaluations and 10 epochs: the space rule only)
     "dirichlet_prune": {"dirichlet": True, "selection": "pruning", ONLY_RULES: ("space",)},
+    # one-shot NAS: dirichlet's trained supergraph as an evaluator of whole cells, the best of
+    # the table space's 1,452 cells (2 ops) by inherited weights derived (no α / β rule: its
+    # cell fills the space rule's place, the cell the search would export)
+    "dirichlet_oneshot": {"dirichlet": True, "selection": "oneshot", ONLY_RULES: ("space",)},
     "bn0.1": {"sink_bn_init": 0.1},
     "bilevel": {"mode": "bilevel"},  # DARTS first order: network on one half, weights on the other
 }
@@ -153,7 +157,12 @@ def _table(work: Path) -> tuple[Any, Any, Any]:
 
 def run_one(name: str, seed: int, work: Path) -> dict[str, Any]:
     """One search of variant ``name`` with ``seed``; both derived cells placed on the table."""
-    from attnas.benchmark.search import derive_by_position, proxy_selection, run_proxy_search
+    from attnas.benchmark.search import (
+        derive_by_position,
+        proxy_oneshot,
+        proxy_selection,
+        run_proxy_search,
+    )
     from attnas.space import load_space
     from attnas.supergraph.search import DifferentiableSearchConfig
 
@@ -177,11 +186,12 @@ def run_one(name: str, seed: int, work: Path) -> dict[str, Any]:
     def derived(alpha: int, beta: int) -> Any:
         return derive_by_position(result.weights, ["all"], alpha, beta, score, tune)["all"]
 
-    derive = {
-        "a1b1": lambda: result.cell,
-        "a2b1": lambda: derived(2, 1),
-        "space": lambda: derived(space.alpha, space.beta),
-    }
+    def exported() -> Any:  # the cell the search exports: its rule's, or the one-shot choice
+        if config.selection == "oneshot":
+            return proxy_oneshot(result.model, protocol, cache, space, config.oneshot_ops)
+        return derived(space.alpha, space.beta)
+
+    derive = {"a1b1": lambda: result.cell, "a2b1": lambda: derived(2, 1), "space": exported}
     cells = {rule: derive[rule]() for rule in rules}
     select_s = time.perf_counter() - start - search_s
     last = result.telemetry[-1]["positions"]["all"]

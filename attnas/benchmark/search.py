@@ -87,7 +87,9 @@ def run_proxy_search(
             validation loss without each, ``proxy_score``; ``"pruning"``: the same with the
             sink pruned one node at a time and the network re-adapted for an epoch of the
             protocol's training after each structural decision, ``Readaptation``, the
-            network restored afterwards).
+            network restored afterwards; ``"oneshot"``: the space's cell with
+            ``config.oneshot_ops`` ops that scores best by its inherited weights,
+            ``proxy_oneshot``).
         seed: The search seed.
         telemetry_path: Where the hook appends one JSON line per epoch (None: a temporary file).
 
@@ -134,8 +136,12 @@ def run_proxy_search(
             else []
         )
     weights = dict(factory.weights)
-    score, tune = proxy_selection(model, protocol, cache, config.selection, seed, train)
-    cells = derive_by_position(weights, protocol.positions, alpha, beta, score, tune)
+    if config.selection == "oneshot":
+        chosen = proxy_oneshot(model, protocol, cache, space, config.oneshot_ops)
+        cells = {p: chosen for p in protocol.positions}
+    else:
+        score, tune = proxy_selection(model, protocol, cache, config.selection, seed, train)
+        cells = derive_by_position(weights, protocol.positions, alpha, beta, score, tune)
     cell = next(iter(cells.values()))
     return ProxySearchResult(cell, weights, history, telemetry, hook.steps, model, cells)
 
@@ -159,6 +165,23 @@ def proxy_selection(
         return score, None
     clips = cache.data["train"] if train is None else train
     return score, Readaptation(model, clips, protocol.train, seed=seed)
+
+
+def proxy_oneshot(
+    model: nn.Module,
+    protocol: ProxyProtocol,
+    cache: FeatureCache,
+    space: SearchSpace,
+    num_ops: int,
+) -> CellSpec:
+    """The one-shot selection's cell of a trained (position-agnostic) search network: the
+    space's cell with ``num_ops`` ops scoring the best validation top-1 on the cached clips by
+    the weights it inherits, BatchNorms re-estimated per cell on the first training batches
+    (``attnas.supergraph.select.derive_by_oneshot``)."""
+    from attnas.supergraph.select import derive_by_oneshot, oneshot_candidates
+
+    calibration, val = _unshuffled(cache, protocol.train.batch_size)
+    return derive_by_oneshot(model, oneshot_candidates(space, num_ops), val, calibration)
 
 
 def proxy_score(model: nn.Module, protocol: ProxyProtocol, cache: FeatureCache) -> Any:

@@ -586,6 +586,19 @@ def write_differentiable_report(
             "`attnas-derive` derives from the weights alone, without retraining: "
             f"`attnas-derive run_dir={ctx.run_dir} alpha=2 beta=1`."
         )
+    elif methods == {"oneshot"}:
+        chosen = next(iter(cells.values()))
+        ops = f"{len(chosen.ops)} op" + ("s" if len(chosen.ops) != 1 else "")
+        how = (
+            "Chosen without the α / β rule: each of the space's "
+            f"{chosen.meta['derivation']['candidates']:,} cells with {ops} was scored by the "
+            "weights it "
+            "inherits from the trained supergraph (validation top-1, BatchNorms re-estimated per "
+            "cell; one-shot selection, `attnas.supergraph.select`), and the best is the derived "
+            "cell; the 10 best scores are in the cell file's `meta`. These one-shot scores are "
+            "selection figures. `attnas-derive` derives from the weights alone: "
+            f"`attnas-derive run_dir={ctx.run_dir} alpha=2 beta=1`."
+        )
     else:
         how = (
             f"Derived from the learned connection weights with α = {alpha} (sink nodes kept) and "

@@ -140,6 +140,7 @@ class DifferentiableSearcherConf:
     dirichlet: bool = False
     perturbation: float = 0.0
     selection: str = "weights"
+    oneshot_ops: int = 2
     telemetry_every: int = 0
     alpha: int | None = None
     beta: int | None = None

@@ -38,7 +38,10 @@ def plot_weights(
         level = weights.level_probs().cpu() if m > 1 else None
     chosen: set[str] = set()
     if cell is not None and "derivation" in cell.meta:
-        chosen = set(cell.meta["derivation"]["chosen"])
+        derivation = cell.meta["derivation"]  # one-shot selection: the node behind each op
+        chosen = set(
+            derivation["chosen"] if "chosen" in derivation else derivation["nodes"].values()
+        )
 
     fig_w, fig_h = 3.2 * m + 1.5, 0.9 * n + 1.6
     fig, ax = plt.subplots(figsize=(fig_w, fig_h))

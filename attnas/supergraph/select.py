@@ -41,13 +41,27 @@ default space's α = 3); each predecessor row fixed is followed by an epoch too;
 chosen on the re-adapted network without further epochs. The network's weights and statistics
 are restored afterwards (``Readaptation.restored``), so the trained supergraph is as it was.
 
+**One-shot** (``selection="oneshot"``) drops the top-α / top-β rule: every cell of a set of
+candidates small enough to enumerate (the search space's cells with ``oneshot_ops`` ops: its
+1,452 distinct cells for ``attention_nas`` at 2 ops, the tabular benchmark's space) is scored by
+the weights it inherits from the trained supergraph (``attnas.supergraph.oneshot``, BatchNorms
+re-estimated per cell), and the best by validation top-1 is the derived cell (ties: the lower
+validation loss, then the candidates' order). This is one-shot NAS as Bender et al. (2018,
+"Understanding and simplifying one-shot architecture search") and SPOS (Guo et al. 2020) use
+the supernet: as a cheap evaluator of whole cells, not a source of per-choice rankings. The
+cost is one evaluation per candidate (about 0.4 s each on 2 CPU cores for the benchmark's 512
+validation and 256 calibration clips); it picks one cell for every position, so it needs a
+position-agnostic search.
+
 Public names: ``SELECTIONS``, ``perturbation_ranking``, ``derive_by_perturbation``,
 ``derive_by_position`` (either rule, a cell per position), ``supergraph_loss``,
-``Readaptation``.
+``Readaptation``, ``oneshot_candidates``, ``derive_by_oneshot``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -59,7 +73,9 @@ from attnas.space import CellSpec
 from attnas.supergraph.derive import derive_cell, top_indices
 from attnas.supergraph.weights import ArchitectureWeights
 
-SELECTIONS = ("weights", "perturbation", "pruning")
+SELECTIONS = ("weights", "perturbation", "pruning", "oneshot")
+ONESHOT_LIMIT = 20_000  # candidates one-shot selection scores at most (about 2 CPU hours)
+ONESHOT_KEEP = 10  # best candidates recorded in the derived cell's meta
 LOGITS = ("w_level", "w_act", "w_sink")
 
 
@@ -331,11 +347,101 @@ def supergraph_loss(
     return score
 
 
+def _compact(cell: CellSpec) -> str:
+    """``"dot/spatial/relu(0); map/temporal/none(0,1)"``: each op and the nodes it reads."""
+    return "; ".join(f"{n.op}({','.join(map(str, n.inputs))})" for n in cell.ops)
+
+
+def oneshot_candidates(space: Any, num_ops: int, limit: int = ONESHOT_LIMIT) -> list[CellSpec]:
+    """The distinct cells (one per canonical hash, in enumeration order) of ``space`` with
+    ``num_ops`` ops: what ``selection="oneshot"`` scores.
+
+    Raises:
+        ValueError: When there are more than ``limit`` cell vectors (naming ``oneshot_ops``).
+    """
+    if num_ops < 1:
+        raise ValueError(f"oneshot_ops must be >= 1, got {num_ops}")
+    candidates = dataclasses.replace(space, num_ops=num_ops)
+    if candidates.size() > limit:
+        raise ValueError(
+            f"oneshot_ops={num_ops}: space {space.name!r} has {candidates.size():,} cells with "
+            f"{num_ops} ops, more than the {limit:,} one-shot selection scores"
+        )
+    seen: dict[str, CellSpec] = {}
+    for cell in candidates.enumerate(limit):
+        seen.setdefault(cell.hash(), cell)
+    return list(seen.values())
+
+
+def derive_by_oneshot(
+    model: nn.Module,
+    candidates: Sequence[CellSpec],
+    loader: Iterable[Any],
+    calibration: Iterable[Any],
+    calibration_batches: int = 4,
+    keep: int = ONESHOT_KEEP,
+) -> CellSpec:
+    """The candidate that scores best by the weights it inherits from ``model``'s trained
+    supergraph (position-agnostic): the highest validation top-1 over ``loader`` with the
+    trainable BatchNorms re-estimated on the first ``calibration_batches`` of ``calibration``
+    per cell (``oneshot.evaluate_cells``); ties go to the lower loss, then the earlier
+    candidate. Its ``meta["derivation"]`` (method ``"oneshot"``) holds the number of candidates,
+    the supergraph node behind each op and the best ``keep`` candidates' scores. The model is as
+    it was afterwards."""
+    from attnas.supergraph.oneshot import _supergraphs, cell_nodes, evaluate_cells
+
+    supergraphs = _supergraphs(model)
+    if len({id(sg.arch_weights) for sg in supergraphs.values()}) > 1:
+        raise ValueError("one-shot selection picks one cell for every position: it needs a "
+                         "position-agnostic search (position_specific: false)")  # fmt: skip
+    if not candidates:
+        raise ValueError("one-shot selection: no candidate cells")
+    scores = evaluate_cells(
+        model,
+        candidates,
+        loader,
+        batchnorm="recalibrate",
+        calibration=calibration,
+        calibration_batches=calibration_batches,
+    )
+
+    def key(i: int) -> tuple[float, float, int]:
+        s = scores[i]
+        top1 = s.top1 if math.isfinite(s.top1) else -math.inf
+        return -top1, s.loss if math.isfinite(s.loss) else math.inf, i
+
+    order = sorted(range(len(scores)), key=key)
+    best = scores[order[0]].cell
+    weights = next(iter(supergraphs.values())).arch_weights
+    nodes = {k: weights.node_name(lv, j) for k, (lv, j) in enumerate(cell_nodes(weights, best), 1)}
+    meta = {
+        "derivation": {
+            "method": "oneshot",
+            "candidates": len(scores),
+            "temperature": weights.temperature,
+            "nodes": nodes,
+            "ranked": [
+                {
+                    "hash": scores[i].cell.hash(),
+                    "cell": _compact(scores[i].cell),
+                    "top1": round(scores[i].top1, 6),
+                    "loss": round(scores[i].loss, 6),
+                }
+                for i in order[:keep]
+            ],
+        }
+    }
+    return dataclasses.replace(best, meta=meta)
+
+
 __all__ = [
+    "ONESHOT_LIMIT",
     "SELECTIONS",
     "Readaptation",
+    "derive_by_oneshot",
     "derive_by_perturbation",
     "derive_by_position",
+    "oneshot_candidates",
     "perturbation_ranking",
     "supergraph_loss",
 ]

@@ -170,11 +170,11 @@ def test_proxy_search_trains_supergraphs_and_derives_a_cell(cache):
 SELECTED = DifferentiableSearchConfig(arch_lr=0.05, alpha=2, beta=1, dirichlet=True)
 
 
-def _selected_search(cache, selection: str):
+def _selected_search(cache, selection: str, **changes):
     from attnas.benchmark.search import run_proxy_search
     from attnas.space import load_space
 
-    config = dataclasses.replace(SELECTED, selection=selection)
+    config = dataclasses.replace(SELECTED, selection=selection, **changes)
     return run_proxy_search(TINY, cache, load_space("attention_nas"), config, seed=0)
 
 
@@ -220,6 +220,31 @@ def test_pruning_selection_readapts_between_decisions_and_restores_the_network(c
     kept = [n for n, e in derivation["chosen"].items() if "sink_score" in e]
     assert not set(kept) & {p["node"] for p in record["pruned"]}
     assert len(pruned.cell.outputs) == 2
+
+
+def test_oneshot_selection_derives_the_best_scoring_candidate_of_the_same_search(
+    cache, plain_search
+):
+    from attnas.benchmark.search import _unshuffled
+    from attnas.space import load_space
+    from attnas.supergraph.oneshot import evaluate_cells
+    from attnas.supergraph.select import oneshot_candidates
+
+    picked = _selected_search(cache, "oneshot", oneshot_ops=1)
+    after, trained = picked.model.state_dict(), plain_search.model.state_dict()
+    assert all(torch.equal(after[k], trained[k]) for k in trained)  # the same search, untouched
+    candidates = oneshot_candidates(load_space("attention_nas"), 1)
+    assert len(candidates) == 24  # 6 (type, dim) x 4 activations
+    calibration, val = _unshuffled(cache, TINY.train.batch_size)
+    scores = evaluate_cells(
+        picked.model, candidates, val, batchnorm="recalibrate", calibration=calibration
+    )
+    best = max(scores, key=lambda s: (s.top1, -s.loss))
+    derivation = picked.cell.meta["derivation"]
+    assert picked.cell == best.cell and derivation["method"] == "oneshot"
+    assert derivation["candidates"] == 24
+    assert derivation["ranked"][0]["top1"] == pytest.approx(best.top1, abs=1e-6)
+    assert picked.cells == {TINY.split: picked.cell}
 
 
 def test_position_specific_proxy_search_derives_and_retrains_a_cell_per_position(weights, tmp_path):

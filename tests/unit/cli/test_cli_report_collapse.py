@@ -70,12 +70,17 @@ def test_report_says_what_ranked_the_derivations_choices(tmp_path):
     f = cell.save(tmp_path / "cells" / "cell.yaml")
     picked = dataclasses.replace(cell, meta={"derivation": {"method": "perturbation"}})
     pruned = dataclasses.replace(cell, meta={"derivation": {"method": "pruning"}})
+    scored = dataclasses.replace(
+        cell, meta={"derivation": {"method": "oneshot", "candidates": 1452}}
+    )
     texts = [
         write_differentiable_report(
             tmp_path / f"{i}.md", _ctx(tmp_path), {"Mixed_4b": c}, [f], {"top1": 0.5}, {}, 1, 1
         ).read_text()
-        for i, c in enumerate((cell, picked, pruned))
+        for i, c in enumerate((cell, picked, pruned, scored))
     ]
+    assert "each of the space's 1,452 cells with 1 op was scored by the weights it" in texts[3]
+    assert "α = 1" not in texts[3]
     assert "(pruning selection; the sink pruned one node at a time" in texts[2]
     assert "(perturbation selection, `attnas" in texts[1]
     assert "Derived from the learned connection weights with α = 1" in texts[0]

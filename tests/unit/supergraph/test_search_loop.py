@@ -218,6 +218,23 @@ def test_pruning_selection_exports_a_pruned_cell_and_the_weights_as_trained(tmp_
     assert torch.equal(exported.w_sink, _arch_state(tmp_path)["architecture.all.w_sink"])
 
 
+@pytest.mark.slow
+def test_oneshot_selection_exports_the_best_scoring_candidate(tmp_path):
+    config = DifferentiableSearchConfig(selection="oneshot", oneshot_ops=1, arch_lr=0.05)
+    result = run_differentiable_search(SPACE, _spec(32, 16), config, tmp_path)
+    cell = CellSpec.load(tmp_path / "cells" / "cell.yaml")
+    derivation = cell.meta["derivation"]
+    assert derivation["method"] == "oneshot" and derivation["candidates"] == 24
+    assert all(result.cells[p] == cell for p in POSITIONS) and len(cell.ops) == 1
+    ranked = [(r["top1"], -r["loss"]) for r in derivation["ranked"]]
+    assert ranked == sorted(ranked, reverse=True) and derivation["ranked"][0]["hash"] == cell.hash()
+    assert (tmp_path / "cells" / "cell.png").is_file()  # the plot marks the chosen node
+    exported = ArchitectureWeights.from_dict(
+        json.loads((tmp_path / "cells" / "cell.weights.json").read_text())
+    )
+    assert torch.equal(exported.w_sink, _arch_state(tmp_path)["architecture.all.w_sink"])
+
+
 def test_bilevel_steps_on_the_heldout_half(tmp_path, monkeypatch):
     seen: dict[str, object] = {}
     real_loader, real_trial = search_mod.heldout_loader, search_mod.run_trial

@@ -238,3 +238,76 @@ def test_the_readaptation_trains_the_network_alone_and_derive_by_position_restor
     assert all(torch.equal(p, q) for p, q in zip(arch, logits))
     with pytest.raises(ValueError, match="needs a score"):
         derive_by_position({"all": w}, ["a"], 3, 1, None, tune)
+
+
+def test_the_oneshot_candidates_are_the_tables_cells():
+    from attnas.benchmark import load
+    from attnas.supergraph.select import oneshot_candidates
+
+    candidates = oneshot_candidates(SPACE, 2)
+    hashes = [c.hash() for c in candidates]
+    assert len(hashes) == len(set(hashes)) == 1452
+    table = load("distant_match_k2")  # the benchmark's space is attention_nas at 2 ops
+    assert set(hashes) == {c.hash() for c in table.cells()}
+    with pytest.raises(ValueError, match=r"oneshot_ops=3: .* 290,304 cells"):
+        oneshot_candidates(SPACE, 3)
+    with pytest.raises(ValueError, match="oneshot_ops must be >= 1"):
+        oneshot_candidates(SPACE, 0)
+
+
+def test_oneshot_selection_derives_the_best_candidate_and_leaves_the_model_alone():
+    from attnas.supergraph.oneshot import evaluate_cells
+    from attnas.supergraph.select import derive_by_oneshot, oneshot_candidates
+
+    torch.manual_seed(0)
+    w = weights(dirichlet=True)
+    net = _Net(w).train()
+    batches = [(torch.randn(6, 3, 2, 4, 4), torch.randint(0, 3, (6,))) for _ in range(3)]
+    with torch.no_grad():
+        net(batches[0][0])
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    candidates = oneshot_candidates(SPACE, 2)[::37]  # 40 cells: chains, parallel, shared nodes
+    cell = derive_by_oneshot(net, candidates, batches[:2], batches[2:], calibration_batches=1)
+    assert net.training and all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
+    scores = evaluate_cells(
+        net, candidates, batches[:2], batchnorm="recalibrate", calibration=batches[2:],
+        calibration_batches=1,
+    )  # fmt: skip
+    assert cell == max(scores, key=lambda s: s.top1).cell  # (a unique best here)
+    derivation = cell.meta["derivation"]
+    assert derivation["method"] == "oneshot" and derivation["candidates"] == 40
+    ranked = [(r["top1"], -r["loss"]) for r in derivation["ranked"]]
+    assert len(ranked) == 10 and ranked == sorted(ranked, reverse=True)
+    assert derivation["ranked"][0]["hash"] == cell.hash()
+    assert set(derivation["nodes"]) == set(range(1, len(cell.ops) + 1))
+    assert derive_by_oneshot(net, candidates[::-1], batches[:2], batches[2:], 1) == cell
+
+
+def test_oneshot_ties_go_to_the_lower_loss_then_the_earlier_candidate(monkeypatch):
+    from attnas.supergraph import oneshot
+    from attnas.supergraph.select import derive_by_oneshot, oneshot_candidates
+
+    candidates = oneshot_candidates(SPACE, 2)[:6]
+    planted = [(0.5, 0.2), (0.7, 0.9), (0.7, 0.8), (0.7, 0.8), (math.nan, 0.1), (0.6, math.nan)]
+
+    def evaluate_cells(model, cells, *args, **kwargs):
+        return [oneshot.OneShotScore(c, t, v, 12, 0, True) for c, (t, v) in zip(cells, planted)]
+
+    monkeypatch.setattr(oneshot, "evaluate_cells", evaluate_cells)
+    cell = derive_by_oneshot(_Net(weights()), candidates, [], [])
+    assert cell == candidates[2]
+    ranked = [r["hash"] for r in cell.meta["derivation"]["ranked"]]
+    assert ranked == [candidates[i].hash() for i in (2, 3, 1, 5, 0, 4)]
+
+
+def test_oneshot_selection_needs_a_position_agnostic_search():
+    from attnas.supergraph.select import derive_by_oneshot
+
+    with pytest.raises(ValueError, match="needs position_specific: false"):
+        DifferentiableSearchConfig(selection="oneshot", position_specific=True)
+    with pytest.raises(ValueError, match="oneshot_ops must be >= 1"):
+        DifferentiableSearchConfig(selection="oneshot", oneshot_ops=0)
+    net = _Net(weights())
+    net.inserted["other"] = SuperGraph.from_space(SPACE, 8, (8, 2, 4, 4), weights(seed=1))
+    with pytest.raises(ValueError, match="position-agnostic search"):
+        derive_by_oneshot(net, SPACE.enumerate(), [], [])
