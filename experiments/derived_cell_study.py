@@ -278,6 +278,7 @@ def summarise(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
         "variants": out,
         "against_reference": paired_against(runs, bench, REFERENCE),
         "selection_signal": selection_signal(runs, bench),
+        "oneshot_signal": oneshot_signal(runs, bench),
     }
 
 
@@ -342,6 +343,33 @@ def selection_signal(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
     return out
 
 
+def oneshot_signal(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
+    """Per variant whose space-rule cells were chosen by one-shot selection: where the table
+    puts each run's 10 best one-shot candidates (recorded in the derived cell's ``meta``). Per
+    run, the table percentile of each; over runs, the median (bootstrap interval) of the
+    candidates' mean percentile, of how many of the 10 are in the table's top 10 % (chance: 1),
+    and of the best table percentile among them (what retraining the 10 best would find)."""
+    out: dict[str, Any] = {}
+    for name in dict.fromkeys(r["variant"] for r in runs):
+        ranked = []
+        for r in runs:
+            cell = r["placements"].get("space", {}).get("cell", {})
+            derivation = cell.get("meta", {}).get("derivation", {})
+            if r["variant"] == name and derivation.get("method") == "oneshot":
+                ranked.append([bench.percentile(c["hash"]) for c in derivation["ranked"]])
+        if not ranked:
+            continue
+        out[name] = {
+            "runs": len(ranked),
+            "candidates": len(ranked[0]),
+            "percentiles": [[round(p, 1) for p in r] for r in ranked],
+            "mean_percentile": bootstrap([statistics.fmean(r) for r in ranked]),
+            "in_top10": bootstrap([float(sum(p >= 90 for p in r)) for r in ranked]),
+            "best_percentile": bootstrap([max(r) for r in ranked]),
+        }
+    return out
+
+
 def same_search(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two runs trained the same supergraph: the same derived cell after every epoch,
     the same final sink entropy and the same val top-1 (a variant that only changes the
@@ -402,7 +430,10 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
         "rule's choices ranked by perturbation, `attnas.supergraph.select`; its stability "
         "column is that of the weights' own per-epoch derivation; `dirichlet_prune`: the same "
         "search, the space rule's sink pruned one node at a time with an epoch of the "
-        "protocol's training after each structural decision, the space rule only); each "
+        "protocol's training after each structural decision, the space rule only; "
+        "`dirichlet_oneshot`: the same search, its space-rule place taken by the one-shot "
+        "selection's cell: the best of the table space's 1,452 cells by the weights they "
+        "inherit, so a cell of the table placed by its row); each "
         "seed's derived cell is "
         "placed on "
         f"`distant_match_k2` ({len(bench)} of {bench.manifest.get('cells_total', len(bench))} cells"
@@ -480,6 +511,16 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
                 if e["second_over_first"]
                 else "."
             ),
+        ]
+    for name, e in summary.get("oneshot_signal", {}).items():
+        lines += [
+            "",
+            f"`{name}`: the table percentiles of each run's {e['candidates']} best cells by "
+            f"one-shot top-1, {e['runs']} runs (medians over runs): their mean percentile "
+            f"{ci_text(e['mean_percentile'])}; of the {e['candidates']} in the table's top 10 % "
+            f"{ci_text(e['in_top10'])} (chance: {e['candidates'] / 10:.0f}); the best table "
+            f"percentile among them {ci_text(e['best_percentile'])} (what retraining the "
+            f"{e['candidates']} would find).",
         ]
     timed = {n: e for n, e in summary["variants"].items() if "select_s" in e}
     if timed:

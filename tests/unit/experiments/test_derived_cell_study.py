@@ -147,3 +147,24 @@ def test_a_pruned_cells_signal_is_the_order_its_nodes_survive(bench):
     n = len(ordered)
     assert signal["tau_per_run"][0] == pytest.approx(1 - 2 / (n * (n - 1) / 2))
     assert "survive the pruning" in dcs.markdown(summary, bench)
+
+
+def test_a_oneshot_cells_signal_places_its_best_candidates_on_the_table(bench):
+    by_mean = sorted(bench.cells(), key=bench.mean)  # worst to best
+    best3, worst3 = by_mean[-3:], by_mean[:3]
+
+    def run(seed, cells, method="oneshot"):
+        ranked = [{"hash": c.hash(), "top1": 0.5, "loss": 1.0} for c in cells]
+        meta = {"derivation": {"method": method, "candidates": 99, "ranked": ranked}}
+        space = {"hash": cells[0].hash(), "num_ops": 2, "in_table": True, "mean": 0.7,
+                 "percentile": 0.0, "cell": {"meta": meta}}  # fmt: skip
+        return {**_run(seed, {"space": space}), "variant": "os"}
+
+    runs = [run(0, best3), run(1, best3[::-1]), run(2, worst3), run(3, worst3, "weights")]
+    summary = dcs.summarise(runs, bench)
+    signal = summary["oneshot_signal"]["os"]
+    assert signal["runs"] == 3 and signal["candidates"] == 3  # the weights' run left out
+    assert signal["percentiles"][0] == [round(bench.percentile(c), 1) for c in best3]
+    assert signal["in_top10"][0] == 3.0  # the median of 3, 3, 0
+    assert signal["best_percentile"][0] == pytest.approx(100.0)
+    assert "best cells by one-shot top-1, 3 runs" in dcs.markdown(summary, bench)
