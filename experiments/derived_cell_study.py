@@ -84,12 +84,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the table space's 1,452 cells (2 ops) by inherited weights derived (no α / β rule: its
     # cell fills the space rule's place, the cell the search would export)
     "dirichlet_oneshot": {"dirichlet": True, "selection": "oneshot", ONLY_RULES: ("space",)},
+    # dirichlet again, the space rule only: CPU training is not bit-reproducible across machines
+    # (dirichlet_oneshot's searches, on another machine than dirichlet's, trained other
+    # supergraphs), so a selection run there is paired with this rerun on the same machine
+    "dirichlet_again": {"dirichlet": True, ONLY_RULES: ("space",)},
     "bn0.1": {"sink_bn_init": 0.1},
     "bilevel": {"mode": "bilevel"},  # DARTS first order: network on one half, weights on the other
 }
 DEMO = {"mode": "joint", "position_specific": False, "arch_lr": 1e-2}
 RULES = ("a1b1", "a2b1", "space")
 REFERENCE = "dirichlet"  # make demo's search: what a variant must beat to be kept
+# a variant paired with a rerun of the reference on its own machine (dirichlet_again's comment)
+RERUN_OF_REFERENCE = {"dirichlet_oneshot": "dirichlet_again"}
 STABLE_FRACTION = 0.2
 BOOTSTRAP = 10_000
 
@@ -277,9 +283,18 @@ def summarise(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
         "nonlocal_values": nonlocal_values,
         "variants": out,
         "against_reference": paired_against(runs, bench, REFERENCE),
+        "against_rerun": {
+            name: paired[name]
+            for name, rerun in RERUN_OF_REFERENCE.items()
+            if name in (paired := paired_against(_of(runs, name, rerun), bench, rerun))
+        },
         "selection_signal": selection_signal(runs, bench),
         "oneshot_signal": oneshot_signal(runs, bench),
     }
+
+
+def _of(runs: list[dict[str, Any]], *variants: str) -> list[dict[str, Any]]:
+    return [r for r in runs if r["variant"] in variants]
 
 
 def _sink_rises(run: dict[str, Any]) -> tuple[str, dict[str, float]] | None:
@@ -491,6 +506,13 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
                 + ")"
                 + (f" ({others})" if others else "")
             )
+    for name, d in summary.get("against_rerun", {}).items():
+        lines += [
+            "",
+            f"`{name}` against `{RERUN_OF_REFERENCE[name]}` (`{REFERENCE}` rerun on the machine "
+            f"`{name}` ran on), paired: {ci_text(d['diff'], 100, 2)} pp ({len(d['seeds'])} seeds; "
+            f"the same trained supergraph in {d['same_search']} of them).",
+        ]
     for name, e in summary.get("selection_signal", {}).items():
         what, mean = (
             ("the order in which the sink's nodes survive the pruning", "survival rank")

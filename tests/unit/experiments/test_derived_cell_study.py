@@ -90,6 +90,24 @@ def test_variants_are_paired_with_the_reference_over_the_seeds_both_ran(bench):
     assert "(2 seeds; the same trained supergraph in 1 of them)" in dcs.markdown(summary, bench)
 
 
+def test_a_variant_is_also_paired_with_the_rerun_of_the_reference_on_its_machine(bench):
+    def placed(mean):
+        return {"space": {"hash": "x" * 16, "num_ops": 4, "in_table": False, "mean": mean,
+                          "percentile": 0.0}}  # fmt: skip
+
+    (name, rerun), *_ = dcs.RERUN_OF_REFERENCE.items()
+    runs = [
+        {**_run(0, placed(0.70)), "variant": dcs.REFERENCE},
+        {**_run(0, placed(0.80)), "variant": name, "supergraph_val_top1": 0.5},
+        {**_run(0, placed(0.72)), "variant": rerun, "supergraph_val_top1": 0.5},
+    ]
+    summary = dcs.summarise(runs, bench)
+    assert summary["against_reference"][name]["same_search"] == 0
+    again = summary["against_rerun"][name]
+    assert again["diff"][0] == pytest.approx(0.08) and again["same_search"] == 1
+    assert f"`{name}` against `{rerun}`" in dcs.markdown(summary, bench)
+
+
 def test_the_selection_signal_compares_the_rises_with_what_the_table_says_a_node_is_worth(bench):
     import statistics
 
