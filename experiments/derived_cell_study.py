@@ -84,6 +84,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the table space's 1,452 cells (2 ops) by inherited weights derived (no α / β rule: its
     # cell fills the space rule's place, the cell the search would export)
     "dirichlet_oneshot": {"dirichlet": True, "selection": "oneshot", ONLY_RULES: ("space",)},
+    # the supernet as a filter: dirichlet_oneshot's 10 best candidates trained from scratch under
+    # the protocol with 2 fresh seeds each (not the table's), the best of them derived
+    "dirichlet_oneshot_top10": {
+        "dirichlet": True,
+        "selection": "oneshot",
+        "oneshot_retrain": 10,
+        ONLY_RULES: ("space",),
+    },
     # dirichlet again, the space rule only: CPU training is not bit-reproducible across machines
     # (dirichlet_oneshot's searches, on another machine than dirichlet's, trained other
     # supergraphs), so a selection run there is paired with this rerun on the same machine
@@ -95,7 +103,10 @@ DEMO = {"mode": "joint", "position_specific": False, "arch_lr": 1e-2}
 RULES = ("a1b1", "a2b1", "space")
 REFERENCE = "dirichlet"  # make demo's search: what a variant must beat to be kept
 # a variant paired with a rerun of the reference on its own machine (dirichlet_again's comment)
-RERUN_OF_REFERENCE = {"dirichlet_oneshot": "dirichlet_again"}
+RERUN_OF_REFERENCE = {
+    "dirichlet_oneshot": "dirichlet_again",
+    "dirichlet_oneshot_top10": "dirichlet_again",
+}
 STABLE_FRACTION = 0.2
 BOOTSTRAP = 10_000
 
@@ -194,7 +205,8 @@ def run_one(name: str, seed: int, work: Path) -> dict[str, Any]:
 
     def exported() -> Any:  # the cell the search exports: its rule's, or the one-shot choice
         if config.selection == "oneshot":
-            return proxy_oneshot(result.model, protocol, cache, space, config.oneshot_ops)
+            store = work / "oneshot_retrain"
+            return proxy_oneshot(result.model, protocol, cache, space, config, seed, store)
         return derived(space.alpha, space.beta)
 
     derive = {"a1b1": lambda: result.cell, "a2b1": lambda: derived(2, 1), "space": exported}

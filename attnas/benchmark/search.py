@@ -137,7 +137,7 @@ def run_proxy_search(
         )
     weights = dict(factory.weights)
     if config.selection == "oneshot":
-        chosen = proxy_oneshot(model, protocol, cache, space, config.oneshot_ops)
+        chosen = proxy_oneshot(model, protocol, cache, space, config, seed)
         cells = {p: chosen for p in protocol.positions}
     else:
         score, tune = proxy_selection(model, protocol, cache, config.selection, seed, train)
@@ -172,16 +172,35 @@ def proxy_oneshot(
     protocol: ProxyProtocol,
     cache: FeatureCache,
     space: SearchSpace,
-    num_ops: int,
+    config: Any,
+    seed: int,
+    store: str | Path | None = None,
 ) -> CellSpec:
     """The one-shot selection's cell of a trained (position-agnostic) search network: the
-    space's cell with ``num_ops`` ops scoring the best validation top-1 on the cached clips by
-    the weights it inherits, BatchNorms re-estimated per cell on the first training batches
-    (``attnas.supergraph.select.derive_by_oneshot``)."""
-    from attnas.supergraph.select import derive_by_oneshot, oneshot_candidates
+    space's cell with ``config.oneshot_ops`` ops scoring the best validation top-1 on the cached
+    clips by the weights it inherits, BatchNorms re-estimated per cell on the first training
+    batches (``attnas.supergraph.select.derive_by_oneshot``); with ``config.oneshot_retrain``,
+    the best of that many by their mean top-1 trained under the protocol with
+    ``config.oneshot_retrain_seeds`` seeds derived from the search ``seed``
+    (``oneshot_seeds``), each trial kept under ``store/<hash>`` when given."""
+    from attnas.supergraph.select import derive_by_oneshot, oneshot_candidates, oneshot_seeds
 
     calibration, val = _unshuffled(cache, protocol.train.batch_size)
-    return derive_by_oneshot(model, oneshot_candidates(space, num_ops), val, calibration)
+    seeds = oneshot_seeds(seed, config.oneshot_retrain_seeds)
+
+    def retrain(cell: CellSpec) -> list[float | None]:
+        where = None if store is None else Path(store) / cell.hash()
+        results = retrain_under_protocol(protocol, cache, cell, seeds, store=where)
+        return [r.top1 if r.ok else None for r in results]
+
+    return derive_by_oneshot(
+        model,
+        oneshot_candidates(space, config.oneshot_ops),
+        val,
+        calibration,
+        retrain=retrain,
+        retrain_top=config.oneshot_retrain,
+    )
 
 
 def proxy_score(model: nn.Module, protocol: ProxyProtocol, cache: FeatureCache) -> Any:

@@ -589,13 +589,19 @@ def write_differentiable_report(
     elif methods == {"oneshot"}:
         chosen = next(iter(cells.values()))
         ops = f"{len(chosen.ops)} op" + ("s" if len(chosen.ops) != 1 else "")
+        again = chosen.meta["derivation"].get("retrained", [])
+        picked = (
+            f"the {len(again)} best were trained from scratch with {len(again[0]['trials'])} "
+            "fresh seeds each, and the one with the best mean is the derived cell"
+            if again
+            else "the best is the derived cell"
+        )
         how = (
             "Chosen without the α / β rule: each of the space's "
             f"{chosen.meta['derivation']['candidates']:,} cells with {ops} was scored by the "
-            "weights it "
-            "inherits from the trained supergraph (validation top-1, BatchNorms re-estimated per "
-            "cell; one-shot selection, `attnas.supergraph.select`), and the best is the derived "
-            "cell; the 10 best scores are in the cell file's `meta`. These one-shot scores are "
+            "weights it inherits from the trained supergraph (validation top-1, BatchNorms "
+            "re-estimated per cell; one-shot selection, `attnas.supergraph.select`), and "
+            f"{picked}; the 10 best scores are in the cell file's `meta`. These scores are "
             "selection figures. `attnas-derive` derives from the weights alone: "
             f"`attnas-derive run_dir={ctx.run_dir} alpha=2 beta=1`."
         )

@@ -141,6 +141,8 @@ class DifferentiableSearcherConf:
     perturbation: float = 0.0
     selection: str = "weights"
     oneshot_ops: int = 2
+    oneshot_retrain: int = 0
+    oneshot_retrain_seeds: int = 2
     telemetry_every: int = 0
     alpha: int | None = None
     beta: int | None = None

@@ -138,6 +138,11 @@ class DifferentiableSearchConfig:
             ``oneshot_ops`` ops scored by the weights it inherits, the best by validation top-1
             derived; 1,452 evaluations for ``attention_nas`` at 2 ops; position-agnostic only).
         oneshot_ops: The candidates' number of ops for ``selection="oneshot"``.
+        oneshot_retrain: ``selection="oneshot"``: train this many of the best candidates by
+            one-shot top-1 from scratch and derive the best of them by their mean validation
+            top-1 (0: the one-shot best, no training).
+        oneshot_retrain_seeds: Seeds per retrained candidate (derived from the search seed:
+            fresh, not those the derived cell is retrained with afterwards).
         telemetry_every: Also write gradient telemetry every this many steps to
             ``telemetry_steps.jsonl`` (0: per epoch only).
         alpha: Sink nodes kept by the derivation (None: the space's default).
@@ -165,6 +170,8 @@ class DifferentiableSearchConfig:
     perturbation: float = 0.0
     selection: str = "weights"
     oneshot_ops: int = 2
+    oneshot_retrain: int = 0
+    oneshot_retrain_seeds: int = 2
     telemetry_every: int = 0
     alpha: int | None = None
     beta: int | None = None
@@ -189,6 +196,11 @@ class DifferentiableSearchConfig:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
         if self.oneshot_ops < 1:
             raise ValueError(f"oneshot_ops must be >= 1, got {self.oneshot_ops}")
+        if self.oneshot_retrain < 0 or self.oneshot_retrain_seeds < 1:
+            raise ValueError(
+                "oneshot_retrain must be >= 0 and oneshot_retrain_seeds >= 1, got "
+                f"{self.oneshot_retrain} and {self.oneshot_retrain_seeds}"
+            )
         if self.selection == "oneshot" and self.position_specific:
             raise ValueError(
                 "selection 'oneshot' picks one cell for every position: it needs "
@@ -674,8 +686,22 @@ def run_differentiable_search(
             pruning=config.selection == "pruning",
         )
     elif config.selection == "oneshot":
+
+        def retrain(cell: CellSpec, seed: int) -> float | None:
+            where = run_dir / "oneshot_retrain" / f"{cell.hash()}_seed{seed}"
+            return retrain_comparison(
+                spec.replace(train=spec.train.replace(seed=seed)),
+                {p: cell for p in positions},
+                (),
+                where,
+                space.op_channel_ratio,
+                num_classes,
+                input_shape,
+                op_params={t: space.op_params(t) for t in space.op_types},
+            )["derived"].top1
+
         derived = _select_by_oneshot(
-            state["model"], space, config.oneshot_ops, positions, train_ds, val_ds, spec
+            state["model"], space, config, positions, train_ds, val_ds, spec, retrain
         )
     cells, files = export_cells(factory.weights, alpha, beta, run_dir / "cells", positions, derived)
     out = DifferentiableSearchResult(cells, files, result, run_dir=run_dir)
@@ -722,21 +748,36 @@ def _select_by_perturbation(
 def _select_by_oneshot(
     model: nn.Module,
     space: SearchSpace,
-    num_ops: int,
+    config: DifferentiableSearchConfig,
     positions: list[str],
     train_ds: Any,
     val_ds: Any,
     spec: TrialSpec,
+    retrain: Any = None,
 ) -> dict[str, CellSpec]:
-    """``{position: cell}``: the space's cell with ``num_ops`` ops that scores best by the
-    weights it inherits (``attnas.supergraph.select.derive_by_oneshot``), BatchNorms
-    re-estimated on the first training batches (unshuffled) for every cell."""
-    from attnas.supergraph.select import derive_by_oneshot, oneshot_candidates
+    """``{position: cell}``: the space's cell with ``config.oneshot_ops`` ops that scores best
+    by the weights it inherits (``attnas.supergraph.select.derive_by_oneshot``), BatchNorms
+    re-estimated on the first training batches (unshuffled) for every cell; with
+    ``config.oneshot_retrain``, the best of that many by ``retrain(cell, seed)`` (its val top-1)
+    over ``select.oneshot_seeds``."""
+    from attnas.supergraph.select import derive_by_oneshot, oneshot_candidates, oneshot_seeds
 
     batch = spec.train.batch_size
     val = DataLoader(val_ds, batch_size=batch, shuffle=False)
     calibration = DataLoader(train_ds, batch_size=batch, shuffle=False)
-    cell = derive_by_oneshot(model, oneshot_candidates(space, num_ops), val, calibration)
+    seeds = oneshot_seeds(spec.seed, config.oneshot_retrain_seeds)
+
+    def trials(cell: CellSpec) -> list[float | None]:
+        return [retrain(cell, s) for s in seeds]
+
+    cell = derive_by_oneshot(
+        model,
+        oneshot_candidates(space, config.oneshot_ops),
+        val,
+        calibration,
+        retrain=trials if retrain is not None else None,
+        retrain_top=config.oneshot_retrain,
+    )
     return {p: cell for p in positions}
 
 

@@ -51,7 +51,10 @@ validation loss, then the candidates' order). This is one-shot NAS as Bender et 
 the supernet: as a cheap evaluator of whole cells, not a source of per-choice rankings. The
 cost is one evaluation per candidate (about 0.4 s each on 2 CPU cores for the benchmark's 512
 validation and 256 calibration clips); it picks one cell for every position, so it needs a
-position-agnostic search.
+position-agnostic search. One-shot scores are noisy (Kendall τ about 0.05 against the table's
+standalone means over all 1,452 cells, ``experiments/results/oneshot_ranking.md``) but their
+best few are often good; with ``oneshot_retrain`` = k the k best by one-shot top-1 are trained
+from scratch with fresh seeds and the best of those is derived, the supernet as a filter.
 
 Public names: ``SELECTIONS``, ``perturbation_ranking``, ``derive_by_perturbation``,
 ``derive_by_position`` (either rule, a cell per position), ``supergraph_loss``,
@@ -380,14 +383,20 @@ def derive_by_oneshot(
     calibration: Iterable[Any],
     calibration_batches: int = 4,
     keep: int = ONESHOT_KEEP,
+    retrain: Callable[[CellSpec], Sequence[float | None]] | None = None,
+    retrain_top: int = 0,
 ) -> CellSpec:
     """The candidate that scores best by the weights it inherits from ``model``'s trained
     supergraph (position-agnostic): the highest validation top-1 over ``loader`` with the
     trainable BatchNorms re-estimated on the first ``calibration_batches`` of ``calibration``
     per cell (``oneshot.evaluate_cells``); ties go to the lower loss, then the earlier
-    candidate. Its ``meta["derivation"]`` (method ``"oneshot"``) holds the number of candidates,
-    the supergraph node behind each op and the best ``keep`` candidates' scores. The model is as
-    it was afterwards."""
+    candidate. With ``retrain`` and ``retrain_top`` > 0, the ``retrain_top`` best of them are
+    trained from scratch (``retrain(cell)``: the validation top-1 of each of its trials, None
+    for a failed one) and the one with the best mean is derived (ties: the one-shot order; a
+    candidate with a failed trial is out). Its ``meta["derivation"]`` (method
+    ``"oneshot"``) holds the number of candidates, the supergraph node behind each op, the best
+    ``keep`` candidates' scores and, when retrained, each retrained candidate's mean
+    (``"retrained"``). The model is as it was afterwards."""
     from attnas.supergraph.oneshot import _supergraphs, cell_nodes, evaluate_cells
 
     supergraphs = _supergraphs(model)
@@ -411,7 +420,21 @@ def derive_by_oneshot(
         return -top1, s.loss if math.isfinite(s.loss) else math.inf, i
 
     order = sorted(range(len(scores)), key=key)
-    best = scores[order[0]].cell
+    retrained: list[dict[str, Any]] = []
+    if retrain is not None and retrain_top > 0:
+        for i in order[:retrain_top]:
+            trials = list(retrain(scores[i].cell))
+            ok = trials and all(t is not None for t in trials)
+            mean = sum(trials) / len(trials) if ok else math.nan  # type: ignore[arg-type]
+            retrained.append(
+                {"index": i, "hash": scores[i].cell.hash(), "retrained": mean, "trials": trials}
+            )
+        finite = [r for r in retrained if math.isfinite(r["retrained"])]
+        if not finite:
+            raise RuntimeError("one-shot selection: every retrained candidate failed")
+        best = scores[max(finite, key=lambda r: r["retrained"])["index"]].cell  # first of ties
+    else:
+        best = scores[order[0]].cell
     weights = next(iter(supergraphs.values())).arch_weights
     nodes = {k: weights.node_name(lv, j) for k, (lv, j) in enumerate(cell_nodes(weights, best), 1)}
     meta = {
@@ -431,7 +454,20 @@ def derive_by_oneshot(
             ],
         }
     }
+    if retrained:
+        meta["derivation"]["retrained"] = [
+            {"hash": r["hash"], "top1": round(r["retrained"], 6), "trials": r["trials"]}
+            for r in retrained
+        ]
     return dataclasses.replace(best, meta=meta)
+
+
+def oneshot_seeds(seed: int, n: int) -> list[int]:
+    """The ``n`` training seeds of the candidates one-shot selection retrains, derived from the
+    search seed (so neither the table's small seeds nor a run's own retraining seeds)."""
+    from attnas.train import derive_seed
+
+    return [derive_seed(seed, "oneshot_retrain", i) for i in range(n)]
 
 
 __all__ = [
@@ -442,6 +478,7 @@ __all__ = [
     "derive_by_perturbation",
     "derive_by_position",
     "oneshot_candidates",
+    "oneshot_seeds",
     "perturbation_ranking",
     "supergraph_loss",
 ]

@@ -247,6 +247,34 @@ def test_oneshot_selection_derives_the_best_scoring_candidate_of_the_same_search
     assert picked.cells == {TINY.split: picked.cell}
 
 
+def test_oneshot_selection_retrains_its_best_candidates_with_fresh_seeds(cache, tmp_path):
+    from attnas.benchmark.search import proxy_oneshot, retrain_under_protocol
+    from attnas.space import load_space
+    from attnas.supergraph.select import oneshot_seeds
+
+    picked = _selected_search(cache, "oneshot", oneshot_ops=1)
+    config = dataclasses.replace(
+        SELECTED, selection="oneshot", oneshot_ops=1, oneshot_retrain=3, oneshot_retrain_seeds=2
+    )
+    space = load_space("attention_nas")
+    cell = proxy_oneshot(picked.model, TINY, cache, space, config, 0, tmp_path)
+    derivation = cell.meta["derivation"]
+    ranked, retrained = derivation["ranked"], derivation["retrained"]
+    assert [r["hash"] for r in retrained] == [r["hash"] for r in ranked[:3]]
+    seeds = oneshot_seeds(0, 2)
+    assert len(set(seeds)) == 2 and not set(seeds) & set(range(1000))
+    for r in retrained:  # each candidate's trials, kept under the store, with those seeds
+        assert sorted(p.name for p in (tmp_path / r["hash"]).iterdir()) == sorted(
+            f"seed{s}.json" for s in seeds
+        )
+        assert r["top1"] == pytest.approx(sum(r["trials"]) / 2, abs=1e-6)
+    best = max(retrained, key=lambda r: r["top1"])  # the first of ties
+    assert cell.hash() == best["hash"]
+    # the retrained figures are the protocol's own trials of those cells and seeds
+    again = retrain_under_protocol(TINY, cache, cell, seeds)
+    assert [t.top1 for t in again] == pytest.approx(best["trials"])
+
+
 def test_position_specific_proxy_search_derives_and_retrains_a_cell_per_position(weights, tmp_path):
     from attnas.benchmark.protocol import count_proxy_cost
     from attnas.benchmark.search import retrain_under_protocol, run_proxy_search

@@ -73,12 +73,18 @@ def test_report_says_what_ranked_the_derivations_choices(tmp_path):
     scored = dataclasses.replace(
         cell, meta={"derivation": {"method": "oneshot", "candidates": 1452}}
     )
+    again = [{"hash": "a", "top1": 0.5, "trials": [0.5] * 3}] * 2
+    filtered = dataclasses.replace(
+        cell, meta={"derivation": {"method": "oneshot", "candidates": 1452, "retrained": again}}
+    )
     texts = [
         write_differentiable_report(
             tmp_path / f"{i}.md", _ctx(tmp_path), {"Mixed_4b": c}, [f], {"top1": 0.5}, {}, 1, 1
         ).read_text()
-        for i, c in enumerate((cell, picked, pruned, scored))
+        for i, c in enumerate((cell, picked, pruned, scored, filtered))
     ]
+    assert "and the best is the derived cell;" in texts[3]
+    assert "the 2 best were trained from scratch with 3 fresh seeds each" in texts[4]
     assert "each of the space's 1,452 cells with 1 op was scored by the weights it" in texts[3]
     assert "α = 1" not in texts[3]
     assert "(pruning selection; the sink pruned one node at a time" in texts[2]

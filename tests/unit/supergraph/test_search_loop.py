@@ -23,6 +23,7 @@ from attnas.supergraph.search import (
     SupergraphFactory,
     run_differentiable_search,
 )
+from attnas.supergraph.select import oneshot_seeds
 from attnas.supergraph.telemetry import collapse_summary
 from attnas.train import TrainConfig, Trainer, TrainerHook, TrialSpec, split_dataset
 
@@ -220,7 +221,10 @@ def test_pruning_selection_exports_a_pruned_cell_and_the_weights_as_trained(tmp_
 
 @pytest.mark.slow
 def test_oneshot_selection_exports_the_best_scoring_candidate(tmp_path):
-    config = DifferentiableSearchConfig(selection="oneshot", oneshot_ops=1, arch_lr=0.05)
+    config = DifferentiableSearchConfig(
+        selection="oneshot", oneshot_ops=1, oneshot_retrain=2, oneshot_retrain_seeds=1,
+        arch_lr=0.05,
+    )  # fmt: skip
     result = run_differentiable_search(SPACE, _spec(32, 16), config, tmp_path)
     cell = CellSpec.load(tmp_path / "cells" / "cell.yaml")
     derivation = cell.meta["derivation"]
@@ -229,6 +233,15 @@ def test_oneshot_selection_exports_the_best_scoring_candidate(tmp_path):
     ranked = [(r["top1"], -r["loss"]) for r in derivation["ranked"]]
     assert ranked == sorted(ranked, reverse=True) and derivation["ranked"][0]["hash"] == cell.hash()
     assert (tmp_path / "cells" / "cell.png").is_file()  # the plot marks the chosen node
+    # the 2 best trained from scratch (a run each, with a seed derived from the search's), the
+    # better one derived
+    retrained = derivation["retrained"]
+    assert [r["hash"] for r in retrained] == [r["hash"] for r in derivation["ranked"][:2]]
+    seed = oneshot_seeds(0, 1)[0]
+    for r in retrained:
+        metrics = tmp_path / "oneshot_retrain" / f"{r['hash']}_seed{seed}" / "derived"
+        assert metrics.is_dir() and len(r["trials"]) == 1
+    assert cell.hash() == max(retrained, key=lambda r: r["top1"])["hash"]
     exported = ArchitectureWeights.from_dict(
         json.loads((tmp_path / "cells" / "cell.weights.json").read_text())
     )

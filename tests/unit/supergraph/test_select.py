@@ -307,7 +307,43 @@ def test_oneshot_selection_needs_a_position_agnostic_search():
         DifferentiableSearchConfig(selection="oneshot", position_specific=True)
     with pytest.raises(ValueError, match="oneshot_ops must be >= 1"):
         DifferentiableSearchConfig(selection="oneshot", oneshot_ops=0)
+    with pytest.raises(ValueError, match="oneshot_retrain must be >= 0"):
+        DifferentiableSearchConfig(selection="oneshot", oneshot_retrain_seeds=0)
     net = _Net(weights())
     net.inserted["other"] = SuperGraph.from_space(SPACE, 8, (8, 2, 4, 4), weights(seed=1))
     with pytest.raises(ValueError, match="position-agnostic search"):
         derive_by_oneshot(net, SPACE.enumerate(), [], [])
+
+
+def test_oneshot_retraining_derives_the_best_retrained_of_the_best_candidates(monkeypatch):
+    from attnas.supergraph import oneshot
+    from attnas.supergraph.select import derive_by_oneshot, oneshot_candidates
+
+    candidates = oneshot_candidates(SPACE, 2)[:6]
+    top1 = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]  # one-shot order: the candidates' order
+
+    def evaluate_cells(model, cells, *args, **kwargs):
+        return [oneshot.OneShotScore(c, t, 1.0, 12, 0, True) for c, t in zip(cells, top1)]
+
+    monkeypatch.setattr(oneshot, "evaluate_cells", evaluate_cells)
+    # trained from scratch: candidate 2 is best, candidate 0 failed a trial, 3 ties with 2
+    trials = {0: [0.99, None], 1: [0.6, 0.7], 2: [0.8, 0.9], 3: [0.9, 0.8], 4: [1.0, 1.0]}
+    asked = []
+
+    def retrain(cell):
+        i = candidates.index(cell)
+        asked.append(i)
+        return trials[i]
+
+    net = _Net(weights())
+    cell = derive_by_oneshot(net, candidates, [], [], retrain=retrain, retrain_top=4)
+    assert asked == [0, 1, 2, 3]  # the 4 best by one-shot top-1, not candidate 4
+    assert cell == candidates[2]  # the best mean, the first of the tie with 3
+    retrained = cell.meta["derivation"]["retrained"]
+    assert [r["hash"] for r in retrained] == [candidates[i].hash() for i in range(4)]
+    assert math.isnan(retrained[0]["top1"]) and retrained[2]["top1"] == pytest.approx(0.85)
+    # no retraining asked: the one-shot best, nothing trained
+    assert derive_by_oneshot(net, candidates, [], [], retrain=retrain) == candidates[0]
+    assert len(asked) == 4
+    with pytest.raises(RuntimeError, match="every retrained candidate failed"):
+        derive_by_oneshot(net, candidates, [], [], retrain=lambda c: [None], retrain_top=2)
