@@ -302,6 +302,7 @@ def summarise(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
         },
         "selection_signal": selection_signal(runs, bench),
         "oneshot_signal": oneshot_signal(runs, bench),
+        "random_control": random_control(bench),
     }
 
 
@@ -393,6 +394,43 @@ def oneshot_signal(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
             "mean_percentile": bootstrap([statistics.fmean(r) for r in ranked]),
             "in_top10": bootstrap([float(sum(p >= 90 for p in r)) for r in ranked]),
             "best_percentile": bootstrap([max(r) for r in ranked]),
+        }
+    return out
+
+
+RANDOM_CONTROL = (10, 20)  # cells a random search trains once each (the top-10 variant: 20 runs)
+RANDOM_DRAWS = 20_000
+
+
+def random_control(bench: Any, ks: tuple[int, ...] = RANDOM_CONTROL, seed: int = 0) -> dict:
+    """A random search on the table itself, the control for a selection that trains candidates:
+    ``k`` distinct cells drawn uniformly, the best by the table's first seed picked, judged by
+    its percentile among the second seed's values (an independent training of every cell), and
+    the same with the two seeds' roles swapped. Per ``k``: the median and mean percentile over
+    ``RANDOM_DRAWS`` draws per direction, and the share at or above 90. A single seed judges it
+    (the table has two for every cell), so it is noisier than a mean-of-two percentile."""
+    cells = bench.cells()
+    first, second = sorted(int(s) for s in bench.manifest["seeds"])[:2]
+    by_seed = np.array(
+        [[next(r.val_top1 for r in bench.rows(c) if r.seed == s) for s in (first, second)]
+         for c in cells]
+    )  # fmt: skip
+    rng = np.random.default_rng(seed)
+    out: dict[str, Any] = {"seeds": [first, second]}
+    for k in ks:
+        pct = []
+        for pick_by, judge_by in ((0, 1), (1, 0)):
+            judged = np.sort(by_seed[:, judge_by])
+            for _ in range(RANDOM_DRAWS):
+                drawn = rng.choice(len(cells), size=min(k, len(cells)), replace=False)
+                best = drawn[int(np.argmax(by_seed[drawn, pick_by]))]
+                value = by_seed[best, judge_by]
+                pct.append(100.0 * np.searchsorted(judged, value, side="right") / len(cells))
+        x = np.array(pct)
+        out[str(k)] = {
+            "median": float(np.median(x)),
+            "mean": float(x.mean()),
+            "at_least_90": float((x >= 90).mean()),
         }
     return out
 
@@ -558,6 +596,22 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
             f"{ci_text(e['in_top10'])} (chance: {e['candidates'] / 10:.0f}); the best table "
             f"percentile among them {ci_text(e['best_percentile'])} (what retraining the "
             f"{e['candidates']} would find).",
+        ]
+    control = summary.get("random_control")
+    if control:
+        a, b = control["seeds"]
+        lines += [
+            "",
+            "Control, a random search on the table itself: k cells drawn at random, the best by "
+            f"the table's seed {a} picked and judged by its percentile among seed {b}'s values "
+            "(and the other way round; one seed judges, so noisier than a mean of two): "
+            + "; ".join(
+                f"k = {k}: median percentile {c['median']:.1f}, mean {c['mean']:.1f}, ≥ 90 in "
+                f"{100 * c['at_least_90']:.0f} %"
+                for k in RANDOM_CONTROL
+                if (c := control.get(str(k)))
+            )
+            + ".",
         ]
     timed = {n: e for n, e in summary["variants"].items() if "select_s" in e}
     if timed:

@@ -186,3 +186,27 @@ def test_a_oneshot_cells_signal_places_its_best_candidates_on_the_table(bench):
     assert signal["in_top10"][0] == 3.0  # the median of 3, 3, 0
     assert signal["best_percentile"][0] == pytest.approx(100.0)
     assert "best cells by one-shot top-1, 3 runs" in dcs.markdown(summary, bench)
+
+
+def test_the_random_control_picks_by_one_seed_and_judges_by_the_other(bench):
+    import numpy as np
+
+    cells = bench.cells()
+    first, second = sorted(int(s) for s in bench.manifest["seeds"])[:2]
+
+    def value(c, seed):
+        return next(r.val_top1 for r in bench.rows(c) if r.seed == seed)
+
+    def judged(c, pick, judge):  # the percentile among the judging seed's values
+        values = np.array([value(x, judge) for x in cells])
+        return 100.0 * float(np.mean(values <= value(c, judge)))
+
+    # every cell drawn: the pick is the best by one seed, deterministically
+    control = dcs.random_control(bench, ks=(len(cells),))
+    best = [max(cells, key=lambda c, s=s: value(c, s)) for s in (first, second)]
+    expected = [judged(best[0], first, second), judged(best[1], second, first)]
+    entry = control[str(len(cells))]
+    assert entry["mean"] == pytest.approx(sum(expected) / 2)
+    assert control["seeds"] == [first, second]
+    one = dcs.random_control(bench, ks=(1,))["1"]  # one cell: a random cell, about 50
+    assert 40 < one["mean"] < 60
