@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 
 from attnas.backbones import build_backbone
@@ -96,6 +97,9 @@ def test_cpu_demo_composes_to_the_proxy_search_of_the_default_table(hydra_ctx) -
     searcher = {k: cfg.searcher[k] for k in ("mode", "position_specific", "arch_lr", "dirichlet")}
     assert searcher == {"mode": "joint", "position_specific": False, "arch_lr": 1e-2,
                         "dirichlet": True}  # fmt: skip
+    # ... its cell chosen by one-shot scores with the 10 best retrained (dirichlet_oneshot_top10)
+    assert (cfg.searcher.selection, cfg.searcher.oneshot_ops) == ("oneshot", 2)
+    assert (cfg.searcher.oneshot_retrain, cfg.searcher.oneshot_retrain_seeds) == (10, 2)
     protocol = ProxyProtocol.from_dict(load(cfg.proxy.benchmark).manifest["protocol"])
     assert protocol.dataset == "distant_match"
     # the ordinary searches are untouched: no table unless asked for
@@ -117,7 +121,13 @@ def test_proxy_demo_flow_reports_uncertainty_and_the_table(
 ) -> None:
     cfg = compose(
         "search",
-        overrides=["experiment=cpu_demo", f"proxy.benchmark={tiny_table}", "proxy.seeds=[5,6]"],
+        overrides=[
+            "experiment=cpu_demo",
+            f"proxy.benchmark={tiny_table}",
+            "proxy.seeds=[5,6]",
+            "searcher.oneshot_ops=1",  # 24 candidates, not 1,452
+            "searcher.oneshot_retrain=2",
+        ],
     )
     out = run_search_config(cfg, tmp_path / "run")
     text = out.report.read_text()
@@ -131,6 +141,10 @@ def test_proxy_demo_flow_reports_uncertainty_and_the_table(
     assert "The table is partial" in text and "percentile" in text
     assert "The table's own backbone alone: 50.00%" in text
     assert any(line.startswith("retrained derived: top-1") for line in out.summary)
+    derivation = yaml.safe_load((out.run_dir / "cells" / "cell.yaml").read_text())["meta"]
+    retrained = derivation["derivation"]["retrained"]
+    assert len(retrained) == 2 and all(len(r["trials"]) == 2 for r in retrained)
+    assert "the 2 best were trained from scratch with 2 fresh seeds each" in text
     # the demo mixes with Dirichlet samples: the supergraph's own top-1 is also given with its
     # BatchNorm statistics re-estimated under the mean weights it is evaluated with
     search = json.loads((out.run_dir / "proxy" / "search.json").read_text())
