@@ -64,6 +64,7 @@ Public names: ``SELECTIONS``, ``perturbation_ranking``, ``derive_by_perturbation
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -75,6 +76,8 @@ from torch import nn
 from attnas.space import CellSpec
 from attnas.supergraph.derive import derive_cell, top_indices
 from attnas.supergraph.weights import ArchitectureWeights
+
+log = logging.getLogger(__name__)
 
 SELECTIONS = ("weights", "perturbation", "pruning", "oneshot")
 ONESHOT_LIMIT = 20_000  # candidates one-shot selection scores at most (about 2 CPU hours)
@@ -405,6 +408,12 @@ def derive_by_oneshot(
                          "position-agnostic search (position_specific: false)")  # fmt: skip
     if not candidates:
         raise ValueError("one-shot selection: no candidate cells")
+    every = max(1, len(candidates) // 10)
+
+    def progress(index: int, score: Any) -> None:
+        if (index + 1) % every == 0 or index + 1 == len(candidates):
+            log.info("one-shot selection: scored %d of %d cells", index + 1, len(candidates))
+
     scores = evaluate_cells(
         model,
         candidates,
@@ -412,6 +421,7 @@ def derive_by_oneshot(
         batchnorm="recalibrate",
         calibration=calibration,
         calibration_batches=calibration_batches,
+        progress=progress,
     )
 
     def key(i: int) -> tuple[float, float, int]:
@@ -429,6 +439,10 @@ def derive_by_oneshot(
             retrained.append(
                 {"index": i, "hash": scores[i].cell.hash(), "retrained": mean, "trials": trials}
             )
+            log.info(
+                "one-shot selection: retrained candidate %d of %d (one-shot top-1 %.4f): "
+                "mean top-1 %.4f", len(retrained), retrain_top, scores[i].top1, mean,
+            )  # fmt: skip
         finite = [r for r in retrained if math.isfinite(r["retrained"])]
         if not finite:
             raise RuntimeError("one-shot selection: every retrained candidate failed")
