@@ -182,25 +182,17 @@ def proxy_oneshot(
     batches (``attnas.supergraph.select.derive_by_oneshot``); with ``config.oneshot_retrain``,
     the best of that many by their mean top-1 trained under the protocol with
     ``config.oneshot_retrain_seeds`` seeds derived from the search ``seed``
-    (``oneshot_seeds``), each trial kept under ``store/<hash>`` when given."""
-    from attnas.supergraph.select import derive_by_oneshot, oneshot_candidates, oneshot_seeds
+    (``select.oneshot_seeds``), each trial kept under ``store/<hash>`` when given."""
+    from attnas.supergraph.select import select_oneshot
 
     calibration, val = _unshuffled(cache, protocol.train.batch_size)
-    seeds = oneshot_seeds(seed, config.oneshot_retrain_seeds)
 
-    def retrain(cell: CellSpec) -> list[float | None]:
+    def train(cell: CellSpec, seeds: list[int]) -> list[float | None]:
         where = None if store is None else Path(store) / cell.hash()
         results = retrain_under_protocol(protocol, cache, cell, seeds, store=where)
         return [r.top1 if r.ok else None for r in results]
 
-    return derive_by_oneshot(
-        model,
-        oneshot_candidates(space, config.oneshot_ops),
-        val,
-        calibration,
-        retrain=retrain,
-        retrain_top=config.oneshot_retrain,
-    )
+    return select_oneshot(model, space, config, val, calibration, seed, train)
 
 
 def proxy_score(model: nn.Module, protocol: ProxyProtocol, cache: FeatureCache) -> Any:

@@ -687,22 +687,23 @@ def run_differentiable_search(
         )
     elif config.selection == "oneshot":
 
-        def retrain(cell: CellSpec, seed: int) -> float | None:
-            where = run_dir / "oneshot_retrain" / f"{cell.hash()}_seed{seed}"
-            return retrain_comparison(
-                spec.replace(train=spec.train.replace(seed=seed)),
-                {p: cell for p in positions},
-                (),
-                where,
-                space.op_channel_ratio,
-                num_classes,
-                input_shape,
-                op_params={t: space.op_params(t) for t in space.op_types},
-            )["derived"].top1
+        def train(cell: CellSpec, seeds: list[int]) -> list[float | None]:
+            return [
+                retrain_comparison(
+                    spec.replace(train=spec.train.replace(seed=seed)),
+                    {p: cell for p in positions},
+                    (),
+                    run_dir / "oneshot_retrain" / f"{cell.hash()}_seed{seed}",
+                    space.op_channel_ratio,
+                    num_classes,
+                    input_shape,
+                    op_params={t: space.op_params(t) for t in space.op_types},
+                )["derived"].top1
+                for seed in seeds
+            ]
 
-        derived = _select_by_oneshot(
-            state["model"], space, config, positions, train_ds, val_ds, spec, retrain
-        )
+        model = state["model"]
+        derived = _select_by_oneshot(model, space, config, positions, train_ds, val_ds, spec, train)
     cells, files = export_cells(factory.weights, alpha, beta, run_dir / "cells", positions, derived)
     out = DifferentiableSearchResult(cells, files, result, run_dir=run_dir)
     if config.retrain:
@@ -753,31 +754,17 @@ def _select_by_oneshot(
     train_ds: Any,
     val_ds: Any,
     spec: TrialSpec,
-    retrain: Any = None,
+    train: Any,
 ) -> dict[str, CellSpec]:
-    """``{position: cell}``: the space's cell with ``config.oneshot_ops`` ops that scores best
-    by the weights it inherits (``attnas.supergraph.select.derive_by_oneshot``), BatchNorms
-    re-estimated on the first training batches (unshuffled) for every cell; with
-    ``config.oneshot_retrain``, the best of that many by ``retrain(cell, seed)`` (its val top-1)
-    over ``select.oneshot_seeds``."""
-    from attnas.supergraph.select import derive_by_oneshot, oneshot_candidates, oneshot_seeds
+    """``{position: cell}`` by one-shot selection (``attnas.supergraph.select.select_oneshot``),
+    BatchNorms re-estimated on the first training batches (unshuffled) for every cell; the
+    retrained candidates by ``train(cell, seeds)``."""
+    from attnas.supergraph.select import select_oneshot
 
     batch = spec.train.batch_size
     val = DataLoader(val_ds, batch_size=batch, shuffle=False)
     calibration = DataLoader(train_ds, batch_size=batch, shuffle=False)
-    seeds = oneshot_seeds(spec.seed, config.oneshot_retrain_seeds)
-
-    def trials(cell: CellSpec) -> list[float | None]:
-        return [retrain(cell, s) for s in seeds]
-
-    cell = derive_by_oneshot(
-        model,
-        oneshot_candidates(space, config.oneshot_ops),
-        val,
-        calibration,
-        retrain=trials if retrain is not None else None,
-        retrain_top=config.oneshot_retrain,
-    )
+    cell = select_oneshot(model, space, config, val, calibration, spec.seed, train)
     return {p: cell for p in positions}
 
 

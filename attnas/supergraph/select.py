@@ -58,7 +58,8 @@ from scratch with fresh seeds and the best of those is derived, the supernet as 
 
 Public names: ``SELECTIONS``, ``perturbation_ranking``, ``derive_by_perturbation``,
 ``derive_by_position`` (either rule, a cell per position), ``supergraph_loss``,
-``Readaptation``, ``oneshot_candidates``, ``derive_by_oneshot``.
+``Readaptation``, ``oneshot_candidates``, ``derive_by_oneshot``, ``select_oneshot``,
+``oneshot_seeds``.
 """
 
 from __future__ import annotations
@@ -365,6 +366,8 @@ def oneshot_candidates(space: Any, num_ops: int, limit: int = ONESHOT_LIMIT) -> 
     Raises:
         ValueError: When there are more than ``limit`` cell vectors (naming ``oneshot_ops``).
     """
+    from attnas.benchmark.build import distinct_cells
+
     if num_ops < 1:
         raise ValueError(f"oneshot_ops must be >= 1, got {num_ops}")
     candidates = dataclasses.replace(space, num_ops=num_ops)
@@ -373,10 +376,7 @@ def oneshot_candidates(space: Any, num_ops: int, limit: int = ONESHOT_LIMIT) -> 
             f"oneshot_ops={num_ops}: space {space.name!r} has {candidates.size():,} cells with "
             f"{num_ops} ops, more than the {limit:,} one-shot selection scores"
         )
-    seen: dict[str, CellSpec] = {}
-    for cell in candidates.enumerate(limit):
-        seen.setdefault(cell.hash(), cell)
-    return list(seen.values())
+    return distinct_cells(candidates)
 
 
 def derive_by_oneshot(
@@ -476,6 +476,30 @@ def derive_by_oneshot(
     return dataclasses.replace(best, meta=meta)
 
 
+def select_oneshot(
+    model: nn.Module,
+    space: Any,
+    config: Any,
+    loader: Iterable[Any],
+    calibration: Iterable[Any],
+    seed: int,
+    train: Callable[[CellSpec, list[int]], Sequence[float | None]] | None = None,
+) -> CellSpec:
+    """``derive_by_oneshot`` as a search configures it (``DifferentiableSearchConfig``): the
+    space's cells with ``config.oneshot_ops`` ops, and with ``config.oneshot_retrain`` that many
+    of the best trained by ``train(cell, seeds)`` (each seed's val top-1, None for a failed
+    trial) with ``config.oneshot_retrain_seeds`` seeds derived from the search ``seed``."""
+    seeds = oneshot_seeds(seed, config.oneshot_retrain_seeds)
+    return derive_by_oneshot(
+        model,
+        oneshot_candidates(space, config.oneshot_ops),
+        loader,
+        calibration,
+        retrain=None if train is None else lambda cell: train(cell, seeds),
+        retrain_top=config.oneshot_retrain,
+    )
+
+
 def oneshot_seeds(seed: int, n: int) -> list[int]:
     """The ``n`` training seeds of the candidates one-shot selection retrains, derived from the
     search seed (so neither the table's small seeds nor a run's own retraining seeds)."""
@@ -494,5 +518,6 @@ __all__ = [
     "oneshot_candidates",
     "oneshot_seeds",
     "perturbation_ranking",
+    "select_oneshot",
     "supergraph_loss",
 ]

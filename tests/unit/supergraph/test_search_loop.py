@@ -54,6 +54,14 @@ def _arch_state(run_dir: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state["model"].items() if k.startswith("architecture.")}
 
 
+def _exported_as_trained(run_dir: Path) -> bool:
+    """Whether the exported sink weights are the trained ones (the selection restored them)."""
+    exported = ArchitectureWeights.from_dict(
+        json.loads((run_dir / "cells" / "cell.weights.json").read_text())
+    )
+    return torch.equal(exported.w_sink, _arch_state(run_dir)["architecture.all.w_sink"])
+
+
 @pytest.fixture(scope="module")
 def searches(tmp_path_factory):
     out = {}
@@ -178,11 +186,7 @@ def test_perturbation_selection_exports_the_cell_the_trained_network_needs(tmp_p
     assert derivation["method"] == "perturbation" and len(derivation["sink_scores"]) == 12
     assert all(result.cells[p] == cell for p in POSITIONS)
     # the learned weights are exported as trained (the selection restores them)
-    exported = ArchitectureWeights.from_dict(
-        json.loads((tmp_path / "cells" / "cell.weights.json").read_text())
-    )
-    state = _arch_state(tmp_path)
-    assert torch.equal(exported.w_sink, state["architecture.all.w_sink"])
+    assert _exported_as_trained(tmp_path)
     # 1 + 12 sink nodes + 1; 6 inputs + 1 for each kept level-2 node; 4 + 1 per cell node
     level2 = sum(
         name.startswith("L2") for name, e in derivation["chosen"].items() if "sink_score" in e
@@ -213,10 +217,7 @@ def test_pruning_selection_exports_a_pruned_cell_and_the_weights_as_trained(tmp_
     # 1 with the sink fixed; 6 inputs per kept level-2 node; 4 + 1 per cell node
     expected = 1 + sum(range(3, 13)) + 10 + 1 + level2 * (6 + 1) + len(cell.ops) * (4 + 1)
     assert record["evaluations"] == expected
-    exported = ArchitectureWeights.from_dict(
-        json.loads((tmp_path / "cells" / "cell.weights.json").read_text())
-    )
-    assert torch.equal(exported.w_sink, _arch_state(tmp_path)["architecture.all.w_sink"])
+    assert _exported_as_trained(tmp_path)
 
 
 @pytest.mark.slow
@@ -242,10 +243,7 @@ def test_oneshot_selection_exports_the_best_scoring_candidate(tmp_path):
         metrics = tmp_path / "oneshot_retrain" / f"{r['hash']}_seed{seed}" / "derived"
         assert metrics.is_dir() and len(r["trials"]) == 1
     assert cell.hash() == max(retrained, key=lambda r: r["top1"])["hash"]
-    exported = ArchitectureWeights.from_dict(
-        json.loads((tmp_path / "cells" / "cell.weights.json").read_text())
-    )
-    assert torch.equal(exported.w_sink, _arch_state(tmp_path)["architecture.all.w_sink"])
+    assert _exported_as_trained(tmp_path)
 
 
 def test_bilevel_steps_on_the_heldout_half(tmp_path, monkeypatch):
