@@ -70,7 +70,8 @@ class WandbTracker:
         self.run.log(dict(metrics), step=int(step))
 
     def finish(self, summary: Mapping[str, Any] | None = None) -> None:
-        """Write summary values and close the run (flushes the offline files)."""
+        """Write summary values and close the run. wandb's service process writes the offline
+        files; on a busy machine their last records can land just after this returns."""
         if summary:
             for key, value in summary.items():
                 self.run.summary[key] = value

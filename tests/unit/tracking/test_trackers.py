@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,8 +65,15 @@ def test_wandb_offline_run_folder_holds_logged_metrics(
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     (log,) = runs[0].glob("run-*.wandb")
+    # History items are stored as (key, JSON value) protobuf fields in the offline log. wandb's
+    # service process writes it: once in a fresh-clone CI run the file held only its header
+    # right after finish() returned, so the test waits (up to 30 s) for the records to land.
+    expected = (b"train_loss", b"0.3333333333333333", b"0.25", b"top1", b"0.875", b"lr", b"0.125")
+    deadline = time.monotonic() + 30
     data = log.read_bytes()
-    # History items are stored as (key, JSON value) protobuf fields in the offline log.
+    while not all(x in data for x in expected) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        data = log.read_bytes()
     assert b"train_loss" in data and b"0.3333333333333333" in data and b"0.25" in data
     assert b"top1" in data and b"0.875" in data
     assert b"lr" in data and b"0.125" in data
