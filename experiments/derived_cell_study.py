@@ -58,6 +58,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lr0.1_wd0": {"arch_lr": 0.1, "arch_weight_decay": 0.0},
     "anneal": {"temperature_final": 0.1, "arch_weight_decay": 0.0},
     "dirichlet": {"dirichlet": True},
+    # SNAS/GDAS annealing on the demo's search: the mixing temperature from 1 to 0.1
+    # geometrically over the epochs, so the mixture sharpens while the network trains (the
+    # entropies are those of the tempered softmax; derivation reads the logits)
+    "dirichlet_anneal": {"dirichlet": True, "temperature_final": 0.1},
     # the entropy goal: Adam at lr 0.01 moves a logit at most ~0.01 a step (1.3 over the search)
     "dirichlet_lr0.1": {"dirichlet": True, "arch_lr": 0.1, "arch_weight_decay": 0.0},
     # the existing warm-up: 2 of the 8 epochs train the network with the weights frozen, so the
