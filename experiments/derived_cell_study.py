@@ -505,9 +505,9 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
         "inherit, so a cell of the table placed by its row; `dirichlet_oneshot_top10`: the "
         "same, the 10 best of them trained from scratch under the protocol with 2 fresh seeds "
         "each and the best mean derived; `dirichlet_again`: `dirichlet` rerun on the machine "
-        "the one-shot variants ran on, the space rule only); each "
-        "seed's derived cell is "
-        "placed on "
+        "the one-shot variants ran on, the space rule only; `anneal`, `dirichlet_anneal`: the "
+        "mixing temperature annealed geometrically from 1 to 0.1 over the epochs, its sink "
+        "entropy that of the tempered softmax); each seed's derived cell is placed on "
         f"`distant_match_k2` ({len(bench)} of {bench.manifest.get('cells_total', len(bench))} cells"
         + ("" if bench.complete else ", partial: percentiles rank among a uniform random sample")
         + "). `a1b1`: α = 1, β = 1 (1 or 2 ops with the top node the only output: never a cell "
