@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,7 @@ def test_search_cost_rows_report_every_ratio_with_its_rounds(tmp_path: Path) -> 
         "search_cost/cell_machinery",
         "search_cost/dirichlet_epoch_time",
         "search_cost/dirichlet_over_search",
+        "search_cost/oneshot_epoch_time",
         "search_cost/ratio_spread",
     ]
     goals = {
@@ -112,7 +114,7 @@ def test_search_cost_rows_report_every_ratio_with_its_rounds(tmp_path: Path) -> 
         assert row["unit"] == "x" and bound in row["goal"] and row["met"] in (True, False)
         d = row["details"]
         assert set(d["epoch_ms"]) == {
-            "search", "search_dirichlet", "derived", "bare", "op_cell", "nonlocal"
+            "search", "search_dirichlet", "derived", "bare", "op_cell", "nonlocal", "oneshot_cell"
         }  # fmt: skip
         assert all(len(v) == d["rounds"] for v in d["round_epoch_ms"].values())
         assert len(d["round_ratios"]) == d["rounds"]
@@ -126,6 +128,11 @@ def test_search_cost_rows_report_every_ratio_with_its_rounds(tmp_path: Path) -> 
     assert extra["met"] is None and len(extra["details"]["round_ratios"]) == details["rounds"]
     ms = extra["details"]["epoch_ms"]
     assert ms["search_dirichlet"] == details["epoch_ms"]["search_dirichlet"]
+    oneshot = rows["search_cost/oneshot_epoch_time"]
+    assert oneshot["met"] is None and oneshot["details"]["oneshot_cell"].count(";") == 1  # 2 ops
+    assert oneshot["value"] == pytest.approx(
+        statistics.median(oneshot["details"]["round_ratios"]), rel=1e-3
+    )
     spread = rows["search_cost/ratio_spread"]
     assert spread["met"] is None and spread["value"] >= 1.0
     assert spread["value"] == pytest.approx(
