@@ -76,6 +76,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the objective, not the optimiser: the mean entropy of the mixing weights added to their
     # loss with weight 1 (both in nats), pushing every row towards one choice
     "dirichlet_entropy1": {"dirichlet": True, "entropy_penalty": 1.0},
+    # β-DARTS's regulariser on the demo's former (softmax) search: λ · mean log-sum-exp of every
+    # row's logits added to their loss, λ = 1 like the entropy penalty's (not tuned)
+    "beta_decay1": {"beta_decay": 1.0},
     # the choice, not the weights: DARTS-PT's perturbation-based selection on the demo's
     # trained Dirichlet supergraph (each rule's choices ranked by the validation loss's rise
     # without them, progressively fixed)

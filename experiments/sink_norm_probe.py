@@ -41,25 +41,10 @@ VARIANT = "dirichlet_sinknorm"
 def _normalized_forward(self: SuperGraph, x: torch.Tensor) -> torch.Tensor:
     """``SuperGraph._forward_fused`` with the node outputs normalised (batch statistics in
     training, running ones in evaluation; no affine) and each sink kernel at its initial norm."""
-    aw = self.arch_weights
-    n, c_op = len(self.node_types), self.op_channels
-    act_p = aw.act_probs()
-    coefs = (act_p * self._act_scale).view(-1, act_p.shape[-1]).unbind(0)
-    level_p = aw.level_probs().unbind(0) if self.levels > 1 else ()
-    sink_p = aw.sink_probs()  # (m*n,)
-    b = x.shape[0]
-    c, t, h, w = self.shape
-    stacks: list[torch.Tensor] = []
-    for level, row in enumerate(self.nodes):
-        inputs = None
-        if level > 0:
-            mixed = torch.mm(level_p[level - 1], stacks[-1].view(n, -1))
-            inputs = mixed.view(n, b, t, h, w, c_op).unbind(0)
-        outs = self._level_fused(row, x, inputs, coefs[level * n : (level + 1) * n])
-        stacks.append(torch.stack(outs))  # (n, B, T, H, W, C_op)
-    mn = len(sink_p)
-    outs_all = torch.cat(stacks) if len(stacks) > 1 else stacks[0]
-    flat = outs_all.view(mn, -1, c_op).transpose(0, 1).reshape(-1, mn * c_op)  # (BTHW, mn C_op)
+    nodes = self._fused_nodes(x)  # (m*n, B, T, H, W, C_op)
+    sink_p = self.arch_weights.sink_probs()  # (m*n,)
+    b, (c, t, h, w), c_op, mn = x.shape[0], self.shape, self.op_channels, len(sink_p)
+    flat = nodes.view(mn, -1, c_op).transpose(0, 1).reshape(-1, mn * c_op)
     flat = F.batch_norm(flat, self._probe_mean, self._probe_var, None, None, self.training)
     weight = torch.cat([conv.weight for conv in self.sink_convs], dim=1).view(c, mn, c_op)
     scale = sink_p * self._probe_norm / weight.square().sum(dim=(0, 2)).sqrt()  # (m*n,)

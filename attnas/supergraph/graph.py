@@ -221,14 +221,29 @@ class SuperGraph(nn.Module):
         Node outputs are kept channels-last, ``(B, T, H, W, C_op)``, where every ReshapeTo2D is
         a view; a level's outputs are stacked as ``(n, B, T, H, W, C_op)``.
         """
+        outs_all = self._fused_nodes(x)  # (m*n, B, T, H, W, C_op)
+        # after the nodes' weights: a sampled mixing (Dirichlet, perturbation) draws in this order
+        sink_p = self.arch_weights.sink_probs()  # (m*n,)
+        b, (c, t, h, w), c_op = x.shape[0], self.shape, self.op_channels
+        # Eq. 6: Σ_ij p_ij (W_ij o_ij + b_ij) = [p_ij W_ij] · [o_ij] + Σ p_ij b_ij, one product
+        mn = len(sink_p)
+        flat = outs_all.view(mn, -1, c_op).transpose(0, 1).reshape(-1, mn * c_op)  # (BTHW, mn C_op)
+        weight = torch.cat([conv.weight for conv in self.sink_convs], dim=1).view(c, mn, c_op)
+        weight = (weight * sink_p[:, None]).view(c, mn * c_op)  # (C, m*n*C_op)
+        bias = sink_p @ torch.stack([conv.bias for conv in self.sink_convs])  # (C,)
+        y = F.linear(flat, weight, bias).view(b, t, h, w, c)  # (B, T, H, W, C)
+        return x + self.out_norm(y.permute(0, 4, 1, 2, 3))  # (B, C, T, H, W)
+
+    def _fused_nodes(self, x: torch.Tensor) -> torch.Tensor:
+        """Every node's output (Eq. 4-5, the levels' work batched), level-major:
+        ``(m*n, B, T, H, W, C_op)``."""
         aw = self.arch_weights
         n, c_op = len(self.node_types), self.op_channels
         act_p = aw.act_probs()  # (m, n, A)
         coefs = (act_p * self._act_scale).view(-1, act_p.shape[-1]).unbind(0)  # m*n x (A,)
         level_p = aw.level_probs().unbind(0) if self.levels > 1 else ()  # m-1 x (n, n)
-        sink_p = aw.sink_probs()  # (m*n,)
         b = x.shape[0]
-        c, t, h, w = self.shape
+        _, t, h, w = self.shape
         stacks: list[torch.Tensor] = []
         for level, row in enumerate(self.nodes):
             if level == 0:
@@ -239,15 +254,7 @@ class SuperGraph(nn.Module):
                 inputs = mixed.unbind(0)  # one view per node (indexing would zero-fill n x)
             outs = self._level_fused(row, x, inputs, coefs[level * n : (level + 1) * n])
             stacks.append(torch.stack(outs))  # (n, B, T, H, W, C_op)
-        # Eq. 6: Σ_ij p_ij (W_ij o_ij + b_ij) = [p_ij W_ij] · [o_ij] + Σ p_ij b_ij, one product
-        mn = len(sink_p)
-        outs_all = torch.cat(stacks) if len(stacks) > 1 else stacks[0]  # (m*n, B, T, H, W, C_op)
-        flat = outs_all.view(mn, -1, c_op).transpose(0, 1).reshape(-1, mn * c_op)  # (BTHW, mn C_op)
-        weight = torch.cat([conv.weight for conv in self.sink_convs], dim=1).view(c, mn, c_op)
-        weight = (weight * sink_p[:, None]).view(c, mn * c_op)  # (C, m*n*C_op)
-        bias = sink_p @ torch.stack([conv.bias for conv in self.sink_convs])  # (C,)
-        y = F.linear(flat, weight, bias).view(b, t, h, w, c)  # (B, T, H, W, C)
-        return x + self.out_norm(y.permute(0, 4, 1, 2, 3))  # (B, C, T, H, W)
+        return torch.cat(stacks) if len(stacks) > 1 else stacks[0]
 
     def _level_fused(
         self,
