@@ -99,6 +99,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "oneshot_retrain": 10,
         ONLY_RULES: ("space",),
     },
+    # the one-shot filter of make demo on beta_decay1's softmax supergraph, whose network keeps
+    # its own top-1 (75 % against dirichlet's 53 % before re-estimating the BatchNorms)
+    "beta_decay1_oneshot_top10": {
+        "beta_decay": 1.0,
+        "selection": "oneshot",
+        "oneshot_retrain": 10,
+        ONLY_RULES: ("space",),
+    },
     # dirichlet again, the space rule only: CPU training is not bit-reproducible across machines
     # (dirichlet_oneshot's searches, on another machine than dirichlet's, trained other
     # supergraphs), so a selection run there is paired with this rerun on the same machine
@@ -510,7 +518,8 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
         "each and the best mean derived; `dirichlet_again`: `dirichlet` rerun on the machine "
         "the one-shot variants ran on, the space rule only; `anneal`, `dirichlet_anneal`: the "
         "mixing temperature annealed geometrically from 1 to 0.1 over the epochs, its sink "
-        "entropy that of the tempered softmax); each seed's derived cell is placed on "
+        "entropy that of the tempered softmax; `beta_decay1`: `demo`'s softmax search with "
+        "β-decay, λ = 1); each seed's derived cell is placed on "
         f"`distant_match_k2` ({len(bench)} of {bench.manifest.get('cells_total', len(bench))} cells"
         + ("" if bench.complete else ", partial: percentiles rank among a uniform random sample")
         + "). `a1b1`: α = 1, β = 1 (1 or 2 ops with the top node the only output: never a cell "
