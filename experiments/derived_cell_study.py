@@ -122,6 +122,11 @@ RERUN_OF_REFERENCE = {
     "dirichlet_oneshot": "dirichlet_again",
     "dirichlet_oneshot_top10": "dirichlet_again",
 }
+# a variant also paired with the variant it changes, where that is not the reference
+ALSO_AGAINST = {
+    "beta_decay1": "demo",  # β-decay on demo's softmax search
+    "beta_decay1_oneshot_top10": "dirichlet_oneshot_top10",  # the same filter, another search
+}
 STABLE_FRACTION = 0.2
 BOOTSTRAP = 10_000
 
@@ -314,6 +319,11 @@ def summarise(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
             name: paired[name]
             for name, rerun in RERUN_OF_REFERENCE.items()
             if name in (paired := paired_against(_of(runs, name, rerun), bench, rerun))
+        },
+        "against_other": {
+            name: paired[name]
+            for name, other in ALSO_AGAINST.items()
+            if name in (paired := paired_against(_of(runs, name, other), bench, other))
         },
         "selection_signal": selection_signal(runs, bench),
         "oneshot_signal": oneshot_signal(runs, bench),
@@ -581,6 +591,12 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
             f"`{name}` against `{RERUN_OF_REFERENCE[name]}` (`{REFERENCE}` rerun on the machine "
             f"`{name}` ran on), paired: {ci_text(d['diff'], 100, 2)} pp ({len(d['seeds'])} seeds; "
             f"the same trained supergraph in {d['same_search']} of them).",
+        ]
+    for name, d in summary.get("against_other", {}).items():
+        lines += [
+            "",
+            f"`{name}` against `{ALSO_AGAINST[name]}`, paired: {ci_text(d['diff'], 100, 2)} pp "
+            f"({len(d['seeds'])} seeds).",
         ]
     for name, e in summary.get("selection_signal", {}).items():
         what, mean = (

@@ -108,6 +108,25 @@ def test_a_variant_is_also_paired_with_the_rerun_of_the_reference_on_its_machine
     assert f"`{name}` against `{rerun}`" in dcs.markdown(summary, bench)
 
 
+def test_a_variant_is_also_paired_with_the_variant_it_changes(bench):
+    def placed(mean):
+        return {"space": {"hash": "x" * 16, "num_ops": 4, "in_table": False, "mean": mean,
+                          "percentile": 0.0}}  # fmt: skip
+
+    (name, other), *_ = dcs.ALSO_AGAINST.items()
+    runs = [{**_run(s, placed(0.70 + s / 100)), "variant": dcs.REFERENCE} for s in (0, 1)] + [
+        {**_run(0, placed(0.78)), "variant": name},
+        {**_run(1, placed(0.81)), "variant": name},
+        {**_run(0, placed(0.69)), "variant": other},
+        {**_run(1, placed(0.70)), "variant": other},
+    ]
+    summary = dcs.summarise(runs, bench)
+    assert summary["against_reference"][name]["diff"][0] == pytest.approx(0.09)
+    versus = summary["against_other"][name]
+    assert versus["seeds"] == [0, 1] and versus["diff"][0] == pytest.approx(0.10)
+    assert f"`{name}` against `{other}`, paired: 10.00" in dcs.markdown(summary, bench)
+
+
 def test_the_selection_signal_compares_the_rises_with_what_the_table_says_a_node_is_worth(bench):
     import statistics
 
