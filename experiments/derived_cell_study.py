@@ -315,19 +315,22 @@ def summarise(runs: list[dict[str, Any]], bench: Any) -> dict[str, Any]:
         "nonlocal_values": nonlocal_values,
         "variants": out,
         "against_reference": paired_against(runs, bench, REFERENCE),
-        "against_rerun": {
-            name: paired[name]
-            for name, rerun in RERUN_OF_REFERENCE.items()
-            if name in (paired := paired_against(_of(runs, name, rerun), bench, rerun))
-        },
-        "against_other": {
-            name: paired[name]
-            for name, other in ALSO_AGAINST.items()
-            if name in (paired := paired_against(_of(runs, name, other), bench, other))
-        },
+        "against_rerun": _paired_with(runs, bench, RERUN_OF_REFERENCE),
+        "against_other": _paired_with(runs, bench, ALSO_AGAINST),
         "selection_signal": selection_signal(runs, bench),
         "oneshot_signal": oneshot_signal(runs, bench),
         "random_control": random_control(bench),
+    }
+
+
+def _paired_with(
+    runs: list[dict[str, Any]], bench: Any, partners: dict[str, str]
+) -> dict[str, Any]:
+    """``paired_against`` for each variant of ``partners`` with its own partner variant."""
+    return {
+        name: paired[name]
+        for name, other in partners.items()
+        if name in (paired := paired_against(_of(runs, name, other), bench, other))
     }
 
 
