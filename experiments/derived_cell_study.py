@@ -111,6 +111,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # (dirichlet_oneshot's searches, on another machine than dirichlet's, trained other
     # supergraphs), so a selection run there is paired with this rerun on the same machine
     "dirichlet_again": {"dirichlet": True, ONLY_RULES: ("space",)},
+    # GDAS's sampling on the demo's former (softmax) search: each training forward mixes with a
+    # one-hot sample of every row, straight through its Gumbel-softmax relaxation, so an
+    # unsampled node's logit gets the gradient of swapping it in, which the network's settling
+    # does not cancel (the softmax sink's gradient is its convolution's scale gradient)
+    "gumbel": {"gumbel": True},
+    # the same at the learning rate the entropy goal needs (Adam at lr 0.01 cannot reach it in
+    # 128 steps), against lr0.1_wd0, the softmax search it changes
+    "gumbel_lr0.1": {"gumbel": True, "arch_lr": 0.1, "arch_weight_decay": 0.0},
     "bn0.1": {"sink_bn_init": 0.1},
     "bilevel": {"mode": "bilevel"},  # DARTS first order: network on one half, weights on the other
 }
@@ -126,6 +134,8 @@ RERUN_OF_REFERENCE = {
 ALSO_AGAINST = {
     "beta_decay1": "demo",  # β-decay on demo's softmax search
     "beta_decay1_oneshot_top10": "dirichlet_oneshot_top10",  # the same filter, another search
+    "gumbel": "demo",  # GDAS sampling on demo's softmax search
+    "gumbel_lr0.1": "lr0.1_wd0",  # the same at lr 0.1 without weight decay
 }
 STABLE_FRACTION = 0.2
 BOOTSTRAP = 10_000
@@ -532,7 +542,10 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
         "the one-shot variants ran on, the space rule only; `anneal`, `dirichlet_anneal`: the "
         "mixing temperature annealed geometrically from 1 to 0.1 over the epochs, its sink "
         "entropy that of the tempered softmax; `beta_decay1`: `demo`'s softmax search with "
-        "β-decay, λ = 1); each seed's derived cell is placed on "
+        "β-decay, λ = 1; `gumbel`: `demo`'s search with GDAS-style one-hot sampled mixing, "
+        "straight through its Gumbel-softmax relaxation; `gumbel_lr0.1`: the same at "
+        "`lr0.1_wd0`'s learning rate 0.1 without weight decay); each seed's derived cell is "
+        "placed on "
         f"`distant_match_k2` ({len(bench)} of {bench.manifest.get('cells_total', len(bench))} cells"
         + ("" if bench.complete else ", partial: percentiles rank among a uniform random sample")
         + "). `a1b1`: α = 1, β = 1 (1 or 2 ops with the top node the only output: never a cell "

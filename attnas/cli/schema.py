@@ -139,6 +139,7 @@ class DifferentiableSearcherConf:
     entropy_penalty: float = 0.0
     dirichlet: bool = False
     perturbation: float = 0.0
+    gumbel: bool = False
     selection: str = "weights"
     oneshot_ops: int = 2
     oneshot_retrain: int = 0

@@ -208,7 +208,7 @@ def _search(
         "num_classes": cache.num_classes,
         "arch_steps": result.arch_steps,
     }
-    if plan.config.dirichlet:  # its statistics were gathered under sampled mixing weights
+    if plan.config.dirichlet or plan.config.gumbel:  # statistics gathered under sampled mixing
         from attnas.benchmark.search import recalibrated_top1
 
         search["top1_bn_recalibrated"] = recalibrated_top1(

@@ -127,6 +127,9 @@ class DifferentiableSearchConfig:
             weight decay then anchors the concentrations (DrNAS's L2 regulariser).
         perturbation: SDARTS random smoothing: each training forward adds uniform noise in
             ``[-ε, ε]`` to every mixing weight (``ArchitectureWeights``; 0: off).
+        gumbel: GDAS-style hard sampling: each training forward mixes with a one-hot sample
+            of each row's softmax, differentiated straight through its Gumbel-softmax
+            relaxation (``ArchitectureWeights``); not with ``dirichlet``.
         selection: What ranks the derivation's choices: ``"weights"`` (the paper: the
             learned connection weights) or ``"perturbation"`` (DARTS-PT: the rise of the
             trained network's validation loss without each choice,
@@ -168,6 +171,7 @@ class DifferentiableSearchConfig:
     entropy_penalty: float = 0.0
     dirichlet: bool = False
     perturbation: float = 0.0
+    gumbel: bool = False
     selection: str = "weights"
     oneshot_ops: int = 2
     oneshot_retrain: int = 0
@@ -206,6 +210,8 @@ class DifferentiableSearchConfig:
                 "selection 'oneshot' picks one cell for every position: it needs "
                 "position_specific: false"
             )
+        if self.dirichlet and self.gumbel:
+            raise ValueError("dirichlet and gumbel mixing exclude each other: set one of them")
         if self.arch_lr_schedule not in ARCH_LR_SCHEDULES:
             raise ValueError(f"arch_lr_schedule must be one of {ARCH_LR_SCHEDULES}")
         penalties = (self.arch_weight_decay, self.beta_decay, self.entropy_penalty)
@@ -254,6 +260,7 @@ class SupergraphFactory:
             (set after building it; the supergraph itself starts it at 0).
         dirichlet: Dirichlet (DrNAS-style) mixing of the connection weights.
         perturbation: SDARTS-RS noise on the mixing weights in training forwards (0: off).
+        gumbel: GDAS-style straight-through one-hot sampling of the mixing weights.
 
     Attributes:
         weights: ``{key: ArchitectureWeights}`` (key ``"all"`` when position-agnostic).
@@ -268,6 +275,7 @@ class SupergraphFactory:
         sink_bn_init: float | None = None,
         dirichlet: bool = False,
         perturbation: float = 0.0,
+        gumbel: bool = False,
     ):
         self.space = space
         self.position_specific = position_specific
@@ -275,6 +283,7 @@ class SupergraphFactory:
         self.sink_bn_init = sink_bn_init
         self.dirichlet = dirichlet
         self.perturbation = perturbation
+        self.gumbel = gumbel
         self.weights: dict[str, ArchitectureWeights] = {}
         self.graphs: dict[str, SuperGraph] = {}
 
@@ -283,7 +292,7 @@ class SupergraphFactory:
         cls, space: SearchSpace, config: DifferentiableSearchConfig
     ) -> SupergraphFactory:
         """The factory a search with ``config`` uses (sharing, temperature, sink opening,
-        Dirichlet mixing, perturbation)."""
+        Dirichlet mixing, perturbation, Gumbel sampling)."""
         return cls(
             space,
             config.position_specific,
@@ -291,6 +300,7 @@ class SupergraphFactory:
             config.sink_bn_init,
             config.dirichlet,
             config.perturbation,
+            config.gumbel,
         )
 
     def _weights_for(self, name: str) -> ArchitectureWeights:
@@ -304,6 +314,7 @@ class SupergraphFactory:
                 temperature=self.temperature,
                 dirichlet=self.dirichlet,
                 perturbation=self.perturbation,
+                gumbel=self.gumbel,
             )
         return self.weights[key]
 

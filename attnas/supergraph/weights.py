@@ -49,6 +49,14 @@ class ArchitectureWeights(nn.Module):
             at 0, not renormalised), so the network learns under nearby mixtures and the loss
             is smoothed around the weights. The noise is additive, so the gradient reaching
             the logits is that of the perturbed mixture's loss. 0: off.
+        gumbel: GDAS-style hard sampling (Dong & Yang 2019): in a training forward each row's
+            mixing weights are one-hot, a sample of ``Categorical(softmax(w / τ))`` drawn by
+            the Gumbel-max trick, with the straight-through gradient of its Gumbel-softmax
+            relaxation ``softmax(w / τ + g)`` (a fresh draw per call). Only the sampled
+            choice computes the output, but every choice's logit gets a gradient: that of
+            swapping its term in, ``<∂L/∂y, term>``, which does not vanish when the network
+            weights settle (as the softmax mixture's does, the sink weight's gradient being
+            its convolution's scale gradient). The softmax otherwise. Not with ``dirichlet``.
     """
 
     def __init__(
@@ -59,6 +67,7 @@ class ArchitectureWeights(nn.Module):
         temperature: float = 1.0,
         dirichlet: bool = False,
         perturbation: float = 0.0,
+        gumbel: bool = False,
     ):
         super().__init__()
         if levels < 1:
@@ -70,6 +79,9 @@ class ArchitectureWeights(nn.Module):
         self.activations = [tuple(a) for a in activations]
         self.temperature = float(temperature)
         self.dirichlet = bool(dirichlet)
+        self.gumbel = bool(gumbel)
+        if self.dirichlet and self.gumbel:
+            raise ValueError("ArchitectureWeights: dirichlet and gumbel mixing exclude each other")
         if not perturbation >= 0:
             raise ValueError(f"ArchitectureWeights: perturbation must be >= 0, got {perturbation}")
         self.perturbation = float(perturbation)
@@ -90,8 +102,9 @@ class ArchitectureWeights(nn.Module):
     def _mix(
         self, logits: torch.Tensor, mask: torch.Tensor | None, sample: bool | None
     ) -> torch.Tensor:
-        """Mixing weights over the last axis: softmax, or Dirichlet sample / mean; perturbed
-        in a training forward when ``perturbation`` is set."""
+        """Mixing weights over the last axis: softmax, Dirichlet sample / mean, or a
+        straight-through Gumbel one-hot sample; perturbed in a training forward when
+        ``perturbation`` is set."""
         if sample is None:
             sample = self.training and torch.is_grad_enabled()
         probs = self._probs(logits, mask, sample)
@@ -105,6 +118,8 @@ class ArchitectureWeights(nn.Module):
         if not self.dirichlet:
             if mask is not None:
                 logits = logits.masked_fill(~mask, float("-inf"))
+            if sample and self.gumbel:  # one-hot forward, Gumbel-softmax backward (tau 1)
+                return F.gumbel_softmax(logits / self.temperature, tau=1.0, hard=True, dim=-1)
             return torch.softmax(logits / self.temperature, dim=-1)
         concentration = (F.elu(logits / self.temperature) + 1).clamp_min(1e-6)
         if sample:
@@ -125,8 +140,8 @@ class ArchitectureWeights(nn.Module):
     def level_probs(self, sample: bool | None = None) -> torch.Tensor:
         """``(m-1, n, n)``: row ``[i-2, j]`` is node j's distribution over level i-1.
 
-        ``sample`` (Dirichlet mixing only): draw a sample (True) or take the mean (False);
-        None samples in training mode with gradients enabled."""
+        ``sample`` (Dirichlet or Gumbel mixing, perturbation): draw a sample (True) or take the
+        mean / the softmax (False); None samples in training mode with gradients enabled."""
         return self._mix(self.w_level, None, sample)
 
     def act_probs(self, sample: bool | None = None) -> torch.Tensor:
@@ -209,6 +224,7 @@ class ArchitectureWeights(nn.Module):
             "temperature": self.temperature,
             "dirichlet": self.dirichlet,
             "perturbation": self.perturbation,
+            "gumbel": self.gumbel,
             "w_level": self.w_level.detach().cpu().tolist(),
             "w_act": self.w_act.detach().cpu().tolist(),
             "w_sink": self.w_sink.detach().cpu().tolist(),
@@ -223,6 +239,7 @@ class ArchitectureWeights(nn.Module):
             data.get("temperature", 1.0),
             data.get("dirichlet", False),
             data.get("perturbation", 0.0),
+            data.get("gumbel", False),
         )
         with torch.no_grad():
             for key in ("w_level", "w_act", "w_sink"):
@@ -233,7 +250,7 @@ class ArchitectureWeights(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"levels={self.levels}, nodes={len(self.nodes)}, temperature={self.temperature}, "
-            f"dirichlet={self.dirichlet}, perturbation={self.perturbation}"
+            f"dirichlet={self.dirichlet}, perturbation={self.perturbation}, gumbel={self.gumbel}"
         )
 
 

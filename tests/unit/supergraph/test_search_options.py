@@ -1,6 +1,7 @@
 """The search options against connection weights that do not move (issue 14): no weight decay,
 a learning-rate schedule, a temperature schedule, the sink BatchNorm's initial weight during
-search, β-decay regularisation, Dirichlet mixing and SDARTS random smoothing."""
+search, β-decay regularisation, Dirichlet mixing, SDARTS random smoothing and GDAS-style Gumbel
+sampling."""
 
 from __future__ import annotations
 
@@ -231,6 +232,49 @@ def test_perturbation_adds_bounded_noise_to_the_mixing_weights_in_a_training_for
         DifferentiableSearchConfig(perturbation=-0.1)
     with pytest.raises(ValueError, match="perturbation"):
         ArchitectureWeights(2, nodes, acts, perturbation=-1.0)
+
+
+def test_gumbel_mixing_samples_one_hot_rows_in_a_training_forward_and_the_softmax_otherwise():
+    nodes = SPACE.supergraph.nodes
+    acts = [SPACE.activations_for(t) for t, _ in nodes]
+    weights = ArchitectureWeights(2, nodes, acts, temperature=0.5, gumbel=True)
+    with torch.no_grad():
+        weights.w_act.normal_(generator=torch.Generator().manual_seed(1))
+        weights.w_sink.copy_(torch.linspace(-1, 1, 12))
+    torch.manual_seed(0)
+    act = weights.act_probs()  # (m, n, A): one draw per row
+    assert torch.all((act == 0) | ((act - 1).abs() < 1e-6))  # one-hot, up to rounding
+    torch.testing.assert_close(act.sum(-1), torch.ones(2, len(nodes)))
+    assert torch.all(act[:, ~weights.act_mask] == 0)  # a masked activation is never drawn
+    # the draws follow softmax(w / τ): 4,000 of them within 5 binomial standard errors
+    draws = torch.stack([weights.sink_probs().detach() for _ in range(4000)])
+    expected = torch.softmax(weights.w_sink.detach() / 0.5, dim=0)
+    err = 5 * (expected * (1 - expected) / 4000).sqrt()
+    assert torch.all((draws.mean(0) - expected).abs() < err), (draws.mean(0), expected)
+    # straight through: the gradient is that of the relaxation softmax(w / τ + g), same noise g
+    c = torch.randn(12, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(3)
+    (weights.sink_probs() * c).sum().backward()
+    torch.manual_seed(3)
+    w = weights.w_sink.detach().clone().requires_grad_()
+    gumbels = -torch.empty(12).exponential_().log()
+    (torch.softmax(w / 0.5 + gumbels, dim=0) * c).sum().backward()
+    torch.testing.assert_close(weights.w_sink.grad, w.grad)
+    assert weights.w_sink.grad.abs().min() > 0  # every choice's logit, not only the drawn one
+    with torch.no_grad():  # derivation, evaluation: the softmax
+        torch.testing.assert_close(weights.sink_probs(), expected)
+    torch.testing.assert_close(weights.eval().sink_probs(), expected)
+    assert ArchitectureWeights.from_dict(weights.to_dict()).gumbel
+    config = DifferentiableSearchConfig(gumbel=True, sink_bn_init=0.1)
+    factory = SupergraphFactory.from_config(SPACE, config)
+    graph = factory("Mixed_4b", SHAPE)
+    graph(torch.randn(2, *SHAPE)).sum().backward()
+    sink_grad = factory.weights["all"].w_sink.grad  # one sampled node, every sink logit
+    assert factory.weights["all"].gumbel and torch.all(sink_grad != 0)
+    with pytest.raises(ValueError, match="gumbel"):
+        DifferentiableSearchConfig(gumbel=True, dirichlet=True)
+    with pytest.raises(ValueError, match="gumbel"):
+        ArchitectureWeights(2, nodes, acts, dirichlet=True, gumbel=True)
 
 
 def test_telemetry_every_n_steps_goes_to_its_own_file(tmp_path):
