@@ -698,6 +698,7 @@ def restore_runs(results: Path, work: Path, key: str = "variant") -> int:
     for run in json.loads(results.read_text()).get("runs", []):
         path = run_path(work, run[key], run["seed"])
         if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(run, indent=1))
             restored += 1
     return restored
