@@ -119,6 +119,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the same at the learning rate the entropy goal needs (Adam at lr 0.01 cannot reach it in
     # 128 steps), against lr0.1_wd0, the softmax search it changes
     "gumbel_lr0.1": {"gumbel": True, "arch_lr": 0.1, "arch_weight_decay": 0.0},
+    # make demo's filter on gumbel's supergraph: sampled near-uniformly one path at a time (its
+    # sink stays at 0.999 of uniform), it is trained the way single-path one-shot supernets are,
+    # each cell's ops to work on their own, which is what the one-shot scores assume
+    "gumbel_oneshot_top10": {
+        "gumbel": True,
+        "selection": "oneshot",
+        "oneshot_retrain": 10,
+        ONLY_RULES: ("space",),
+    },
     "bn0.1": {"sink_bn_init": 0.1},
     "bilevel": {"mode": "bilevel"},  # DARTS first order: network on one half, weights on the other
 }
@@ -136,6 +145,7 @@ ALSO_AGAINST = {
     "beta_decay1_oneshot_top10": "dirichlet_oneshot_top10",  # the same filter, another search
     "gumbel": "demo",  # GDAS sampling on demo's softmax search
     "gumbel_lr0.1": "lr0.1_wd0",  # the same at lr 0.1 without weight decay
+    "gumbel_oneshot_top10": "dirichlet_oneshot_top10",  # the same filter, another search
 }
 STABLE_FRACTION = 0.2
 BOOTSTRAP = 10_000
@@ -544,7 +554,8 @@ def markdown(summary: dict[str, Any], bench: Any) -> str:
         "entropy that of the tempered softmax; `beta_decay1`: `demo`'s softmax search with "
         "β-decay, λ = 1; `gumbel`: `demo`'s search with GDAS-style one-hot sampled mixing, "
         "straight through its Gumbel-softmax relaxation; `gumbel_lr0.1`: the same at "
-        "`lr0.1_wd0`'s learning rate 0.1 without weight decay); each seed's derived cell is "
+        "`lr0.1_wd0`'s learning rate 0.1 without weight decay; `gumbel_oneshot_top10`: "
+        "`dirichlet_oneshot_top10`'s filter on `gumbel`'s supergraph); each seed's derived cell is "
         "placed on "
         f"`distant_match_k2` ({len(bench)} of {bench.manifest.get('cells_total', len(bench))} cells"
         + ("" if bench.complete else ", partial: percentiles rank among a uniform random sample")
