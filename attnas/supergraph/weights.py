@@ -53,10 +53,11 @@ class ArchitectureWeights(nn.Module):
             mixing weights are one-hot, a sample of ``Categorical(softmax(w / τ))`` drawn by
             the Gumbel-max trick, with the straight-through gradient of its Gumbel-softmax
             relaxation ``softmax(w / τ + g)`` (a fresh draw per call). Only the sampled
-            choice computes the output, but every choice's logit gets a gradient: that of
-            swapping its term in, ``<∂L/∂y, term>``, which does not vanish when the network
-            weights settle (as the softmax mixture's does, the sink weight's gradient being
-            its convolution's scale gradient). The softmax otherwise. Not with ``dirichlet``.
+            choice contributes to the output (every node is still computed), but every
+            choice's logit gets a gradient: that of swapping its term in, ``<∂L/∂y, term>``,
+            which does not vanish when the network weights settle (as the softmax mixture's
+            does, the sink weight's gradient being its convolution's scale gradient). The
+            softmax otherwise. Not with ``dirichlet``.
     """
 
     def __init__(
