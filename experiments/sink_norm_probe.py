@@ -1,6 +1,7 @@
 """Probe: does removing the sink's scale redundancy make the connection weights learn? (issue 14)
 
-``python -m experiments.sink_norm_probe [--seeds 0,1,...] [--work runs/derived_cell_study]``
+``python -m experiments.sink_norm_probe [--variants dirichlet_sinknorm,...] [--seeds 0,1,...]
+[--work runs/derived_cell_study]``
 
 The diagnosis (``tests/unit/supergraph/test_sink_scale.py``): node k's sink term is
 ``p_k (W_k o_k + b_k)``, so ``p_k ∂L/∂p_k = <W_k, ∂L/∂W_k> + <b_k, ∂L/∂b_k>``: once the network
@@ -10,12 +11,19 @@ its ops' BatchNorms affine-free during search: each node's output is batch-norma
 affine parameters and each node's sink kernel is held at its initial Frobenius norm
 (``W_k · g_k / ‖W_k‖``), so neither the node nor its convolution can rescale its term and
 ``p_k`` alone sets it. It is a probe, not an option of ``SuperGraph``: the fused sink is
-replaced for the duration of the run (``normalized_sink``), everything else is
-``derived_cell_study``'s ``dirichlet`` variant (the demo's search, Dirichlet mixing), judged the
-same way on ``distant_match_k2`` (the derived cells are plain ``AttentionCell``s trained from
+replaced for the duration of the run (``normalized_sink``), everything else is the
+``derived_cell_study`` variant it probes (``PROBES``), judged the same way on
+``distant_match_k2`` (the derived cells are plain ``AttentionCell``s trained from
 scratch, which the probe does not touch). Results go to
-``experiments/results/sink_norm_probe.{json,md}``; the variant's name is
-``dirichlet_sinknorm``, and the summary pairs it with ``dirichlet`` seed by seed.
+``experiments/results/sink_norm_probe.{json,md}``. Each probe variant is a study variant with
+the normalised sink (``PROBES``): ``dirichlet_sinknorm`` is ``dirichlet``'s search;
+``dirichlet_sinknorm_lr0.1`` is ``dirichlet_lr0.1``'s (lr 0.1, no weight decay), because at the
+demo's lr 0.01 Adam moves a logit about 0.01 a step at most while its gradient is steady (1.28
+in the search's 128 steps; the study's lr-0.01 sinks stayed within ±0.7), which keeps the sink's
+entropy above 0.79 of uniform under Dirichlet mixing however well its gradient points, and
+above 0.698 under the softmax (``entropy_floor``);
+``sinknorm_lr0.1`` is ``lr0.1_wd0``'s softmax search, where the scale identity was derived. The
+summary pairs each with ``dirichlet`` and with its base, seed by seed.
 
 Measured (10 seeds, ``sink_norm_probe.md``): the sink's entropy moved from 0.996 to 0.984 of
 uniform, the top sink node's table percentile (``a1b1``) rose 7.1 pp in mean but within noise
@@ -25,6 +33,7 @@ uniform, the top sink node's table percentile (``a1b1``) rose 7.1 pp in mean but
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,7 +44,12 @@ from torch.nn import functional as F
 
 from attnas.supergraph.graph import SuperGraph
 
-VARIANT = "dirichlet_sinknorm"
+# probe variant -> the study variant whose search it runs with the normalised sink
+PROBES = {
+    "dirichlet_sinknorm": "dirichlet",
+    "dirichlet_sinknorm_lr0.1": "dirichlet_lr0.1",
+    "sinknorm_lr0.1": "lr0.1_wd0",
+}
 
 
 def _normalized_forward(self: SuperGraph, x: torch.Tensor) -> torch.Tensor:
@@ -74,24 +88,53 @@ def normalized_sink() -> Iterator[None]:
         SuperGraph.__init__, SuperGraph._forward_fused = init, forward
 
 
+def entropy_floor(nodes: int, spread: float, dirichlet: bool = False) -> float:
+    """The least sink entropy ÷ uniform that logits within ``±spread`` of their start (zero)
+    allow, mixed by the softmax or by the mean of a Dirichlet with concentrations
+    ``elu(logit) + 1`` (``ArchitectureWeights``).
+
+    Along any one logit the entropy first rises, then falls (its derivative has the sign of
+    ``-log p_k - H``, and ``p_k`` grows with the logit), so the least is at a corner of the box:
+    ``k`` logits at ``+spread``, the others at ``-spread``, the best ``k`` taken.
+    """
+    up, down = (torch.tensor(v, dtype=torch.float64) for v in (spread, -spread))
+    up, down = (F.elu(up) + 1, F.elu(down) + 1) if dirichlet else (up.exp(), down.exp())
+    least = math.inf
+    for k in range(1, nodes):
+        p = torch.cat([up.expand(k), down.expand(nodes - k)])
+        p = p / p.sum()
+        least = min(least, float(-(p * p.log()).sum() / math.log(nodes)))
+    return least
+
+
 def main() -> None:
     import experiments.derived_cell_study as study
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", default=",".join(PROBES))
     parser.add_argument("--seeds", default="0,1,2,3,4,5,6,7,8,9")
     parser.add_argument("--work", default="runs/derived_cell_study")
     parser.add_argument("--out", default="experiments/results/sink_norm_probe")
     parser.add_argument("--summary-only", action="store_true")
     args = parser.parse_args()
-    # the reference's runs (committed with the study) are restored for the pairing
+    probes = args.variants.split(",")
+    unknown = [p for p in probes if p not in PROBES]
+    if unknown:
+        raise SystemExit(f"sink_norm_probe: unknown --variants {unknown}; known: {list(PROBES)}")
+    # the bases' runs (committed with the study) and the probe's own are restored for the pairing
     study.restore_runs(Path("experiments/results/derived_cell_study.json"), Path(args.work))
-    study.VARIANTS[VARIANT] = dict(study.VARIANTS[study.REFERENCE])
+    study.restore_runs(Path(args.out).with_suffix(".json"), Path(args.work))
+    for probe in probes:
+        study.VARIANTS[probe] = dict(study.VARIANTS[PROBES[probe]])
+        if PROBES[probe] != study.REFERENCE:
+            study.ALSO_AGAINST[probe] = PROBES[probe]
     argv = [sys.argv[0], "--seeds", args.seeds, "--work", args.work, "--out", args.out]
-    if not args.summary_only:  # the probe's runs only: the reference's are the study's own
-        sys.argv = [*argv, "--variants", VARIANT]
+    if not args.summary_only:  # the probes' runs only: the bases' are the study's own
+        sys.argv = [*argv, "--variants", ",".join(probes)]
         with normalized_sink():
             study.main()
-    sys.argv = [*argv, "--variants", f"{study.REFERENCE},{VARIANT}", "--summary-only"]
+    bases = [b for b in dict.fromkeys([study.REFERENCE, *(PROBES[p] for p in probes)])]
+    sys.argv = [*argv, "--variants", ",".join([*bases, *probes]), "--summary-only"]
     study.main()
     md = Path(args.out).with_suffix(".md")
     title, rest = md.read_text().split("\n", 1)
@@ -103,6 +146,11 @@ PROBE_NOTE = (
     "`dirichlet_sinknorm` is `dirichlet`'s search with each supergraph node's output "
     "batch-normalised without affine parameters and each node's sink kernel held at its initial "
     "norm, so that only the sink's mixing weight sets a node's share (the module docstring); "
+    "`dirichlet_sinknorm_lr0.1` and `sinknorm_lr0.1` are the same change on `dirichlet_lr0.1` "
+    "and `lr0.1_wd0` (lr 0.1, no weight decay: with logits within ±1.28, Adam's reach at lr "
+    f"0.01 in 128 steps, the sink's entropy cannot go below {entropy_floor(12, 1.28):.3f} of "
+    f"uniform with the softmax, {entropy_floor(12, 1.28, dirichlet=True):.3f} with Dirichlet "
+    "mixing); "
     "the derived cells are trained and placed as in the study."
 )
 

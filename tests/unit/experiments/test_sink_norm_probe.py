@@ -52,3 +52,36 @@ def test_the_sink_logits_gradient_is_no_longer_the_convolutions_scale_gradient()
     s = torch.stack([(c.weight * c.weight.grad).sum() for c in sg.sink_convs])
     torch.testing.assert_close(s, torch.zeros_like(s), rtol=0, atol=1e-10)  # scale-free kernels
     assert sg.arch_weights.w_sink.grad.abs().max() > 1e-4  # while the logits still learn
+
+
+def test_the_entropy_floor_is_the_least_entropy_of_logits_that_moved_at_most_the_spread():
+    """``entropy_floor`` against the supergraph's own mixing (softmax and Dirichlet mean) of the
+    arrangement it names, and as a lower bound over random logits within the same box."""
+    import math
+
+    from attnas.supergraph.weights import ArchitectureWeights
+    from experiments.sink_norm_probe import entropy_floor
+
+    gen = torch.Generator().manual_seed(0)
+    for dirichlet in (False, True):
+        weights = ArchitectureWeights(2, NODES6, [ACTS4] * 6, dirichlet=dirichlet).double()
+
+        def ratio(logits: torch.Tensor, weights: ArchitectureWeights = weights) -> torch.Tensor:
+            p = weights.mix(logits)
+            return -(p * p.log()).sum(-1) / math.log(logits.shape[-1])
+
+        for spread in (0.5, 1.28, 3.0):
+            floor = entropy_floor(12, spread, dirichlet=dirichlet)
+            corners = [
+                float(ratio(torch.tensor([spread] * k + [-spread] * (12 - k), dtype=torch.float64)))
+                for k in range(1, 12)
+            ]
+            assert math.isclose(floor, min(corners), rel_tol=1e-12)
+            boxed = (torch.rand(20_000, 12, generator=gen, dtype=torch.float64) * 2 - 1) * spread
+            signs = torch.where(torch.rand(2_000, 12, generator=gen) < 0.5, -1.0, 1.0).double()
+            assert float(ratio(torch.cat([boxed, signs * spread])).min()) >= floor - 1e-12
+    # the demo's lr 0.01 and 128 steps (logits within ±1.28): the goal's 0.7 is out of reach of
+    # Dirichlet mixing, and the softmax meets it only with every logit at a corner
+    assert entropy_floor(12, 1.28, dirichlet=True) > 0.79
+    assert 0.69 < entropy_floor(12, 1.28) < 0.7
+    assert entropy_floor(12, 12.8) < 1e-6 and entropy_floor(12, 12.8, dirichlet=True) < 1e-4
