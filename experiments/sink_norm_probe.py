@@ -25,9 +25,17 @@ above 0.698 under the softmax (``entropy_floor``);
 ``sinknorm_lr0.1`` is ``lr0.1_wd0``'s softmax search, where the scale identity was derived. The
 summary pairs each with ``dirichlet`` and with its base, seed by seed.
 
-Measured (10 seeds, ``sink_norm_probe.md``): the sink's entropy moved from 0.996 to 0.984 of
-uniform, the top sink node's table percentile (``a1b1``) rose 7.1 pp in mean but within noise
-([-5.9, 19.0]), the space rule's cell +0.65 pp [-3.1, 4.9]: not built into the supergraph.
+Measured (10 seeds each, ``sink_norm_probe.md``, space rule paired with ``dirichlet``):
+
+- ``dirichlet_sinknorm``: the sink's entropy 0.984 of uniform (``dirichlet`` 0.996), the space
+  rule's cell +0.65 pp [-3.1, 4.9];
+- ``dirichlet_sinknorm_lr0.1``: entropy 0.751 [0.717, 0.785], at most 0.7 in 2 of 10 seeds, the
+  lowest of any untempered search, with the cell +0.62 pp [-2.6, 3.7] (+5.7 pp [-1.1, 11.8]
+  against ``dirichlet_lr0.1``, whose entropy is 0.904): the weights move and the cells do not
+  get worse, but the goal's 0.7 is still missed;
+- ``sinknorm_lr0.1``: entropy 0.858, the cell -7.4 pp [-15.4, -0.4].
+
+Not built into the supergraph: no variant meets the entropy goal or places its cell higher.
 """
 
 from __future__ import annotations
