@@ -101,9 +101,10 @@ def entropy_floor(nodes: int, spread: float, dirichlet: bool = False) -> float:
     allow, mixed by the softmax or by the mean of a Dirichlet with concentrations
     ``elu(logit) + 1`` (``ArchitectureWeights``).
 
-    Along any one logit the entropy first rises, then falls (its derivative has the sign of
-    ``-log p_k - H``, and ``p_k`` grows with the logit), so the least is at a corner of the box:
-    ``k`` logits at ``+spread``, the others at ``-spread``, the best ``k`` taken.
+    Along any one logit the entropy first rises, then falls: its derivative has the sign of
+    ``g = -log p_k - H``, and wherever ``g = 0`` it is falling (``p_k`` grows with the logit), so
+    it changes sign once. The least is therefore at a corner of the box: ``k`` logits at
+    ``+spread``, the others at ``-spread``, the best ``k`` taken.
     """
     up, down = (torch.tensor(v, dtype=torch.float64) for v in (spread, -spread))
     up, down = (F.elu(up) + 1, F.elu(down) + 1) if dirichlet else (up.exp(), down.exp())
@@ -141,7 +142,7 @@ def main() -> None:
         sys.argv = [*argv, "--variants", ",".join(probes)]
         with normalized_sink():
             study.main()
-    bases = [b for b in dict.fromkeys([study.REFERENCE, *(PROBES[p] for p in probes)])]
+    bases = list(dict.fromkeys([study.REFERENCE, *(PROBES[p] for p in probes)]))
     sys.argv = [*argv, "--variants", ",".join([*bases, *probes]), "--summary-only"]
     study.main()
     md = Path(args.out).with_suffix(".md")
