@@ -22,7 +22,9 @@ demo's lr 0.01 Adam moves a logit about 0.01 a step at most while its gradient i
 in the search's 128 steps; the study's lr-0.01 sinks stayed within ±0.7), which keeps the sink's
 entropy above 0.79 of uniform under Dirichlet mixing however well its gradient points, and
 above 0.698 under the softmax (``entropy_floor``);
-``sinknorm_lr0.1`` is ``lr0.1_wd0``'s softmax search, where the scale identity was derived. The
+``sinknorm_lr0.1`` is ``lr0.1_wd0``'s softmax search, where the scale identity was derived;
+``dirichlet_sinknorm_lr0.1_oneshot_top10`` is ``make demo``'s one-shot filter
+(``dirichlet_oneshot_top10``) on ``dirichlet_sinknorm_lr0.1``'s supergraph (``OVERRIDES``). The
 summary pairs each with ``dirichlet`` and with its base, seed by seed.
 
 Measured (10 seeds each, ``sink_norm_probe.md``, space rule paired with ``dirichlet``):
@@ -48,6 +50,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from attnas.supergraph.graph import SuperGraph
@@ -57,6 +60,13 @@ PROBES = {
     "dirichlet_sinknorm": "dirichlet",
     "dirichlet_sinknorm_lr0.1": "dirichlet_lr0.1",
     "sinknorm_lr0.1": "lr0.1_wd0",
+    # make demo's one-shot filter on dirichlet_sinknorm_lr0.1's supergraph, whose weights moved
+    # the most: is a supergraph that decided a better or worse filter than the demo's?
+    "dirichlet_sinknorm_lr0.1_oneshot_top10": "dirichlet_oneshot_top10",
+}
+# what a probe changes in its base's search besides the sink (the base is what it is paired with)
+OVERRIDES = {
+    "dirichlet_sinknorm_lr0.1_oneshot_top10": {"arch_lr": 0.1, "arch_weight_decay": 0.0},
 }
 
 
@@ -67,7 +77,7 @@ def _normalized_forward(self: SuperGraph, x: torch.Tensor) -> torch.Tensor:
     sink_p = self.arch_weights.sink_probs()  # (m*n,)
     b, (c, t, h, w), c_op, mn = x.shape[0], self.shape, self.op_channels, len(sink_p)
     flat = nodes.view(mn, -1, c_op).transpose(0, 1).reshape(-1, mn * c_op)
-    flat = F.batch_norm(flat, self._probe_mean, self._probe_var, None, None, self.training)
+    flat = self._probe_bn(flat)  # (B*T*H*W, m*n*C_op)
     weight = torch.cat([conv.weight for conv in self.sink_convs], dim=1).view(c, mn, c_op)
     scale = sink_p * self._probe_norm / weight.square().sum(dim=(0, 2)).sqrt()  # (m*n,)
     weight = (weight * scale[None, :, None]).view(c, mn * c_op)
@@ -84,8 +94,9 @@ def normalized_sink() -> Iterator[None]:
     def probe_init(self: SuperGraph, *args, **kwargs) -> None:
         init(self, *args, **kwargs)
         mn, c_op, c = self.levels * len(self.node_types), self.op_channels, self.channels
-        self.register_buffer("_probe_mean", torch.zeros(mn * c_op))
-        self.register_buffer("_probe_var", torch.ones(mn * c_op))
+        # a BatchNorm module, so that the one-shot scoring's re-estimation (which resets every
+        # BatchNorm that trains) re-estimates these statistics for each restricted cell too
+        self._probe_bn = nn.BatchNorm1d(mn * c_op, affine=False)
         kernels = torch.cat([conv.weight for conv in self.sink_convs], dim=1).view(c, mn, c_op)
         self.register_buffer("_probe_norm", kernels.detach().square().sum(dim=(0, 2)).sqrt())
 
@@ -134,7 +145,7 @@ def main() -> None:
     study.restore_runs(Path("experiments/results/derived_cell_study.json"), Path(args.work))
     study.restore_runs(Path(args.out).with_suffix(".json"), Path(args.work))
     for probe in probes:
-        study.VARIANTS[probe] = dict(study.VARIANTS[PROBES[probe]])
+        study.VARIANTS[probe] = {**study.VARIANTS[PROBES[probe]], **OVERRIDES.get(probe, {})}
         if PROBES[probe] != study.REFERENCE:
             study.ALSO_AGAINST[probe] = PROBES[probe]
     argv = [sys.argv[0], "--seeds", args.seeds, "--work", args.work, "--out", args.out]

@@ -85,3 +85,25 @@ def test_the_entropy_floor_is_the_least_entropy_of_logits_that_moved_at_most_the
     assert entropy_floor(12, 1.28, dirichlet=True) > 0.79
     assert 0.69 < entropy_floor(12, 1.28) < 0.7
     assert entropy_floor(12, 12.8) < 1e-6 and entropy_floor(12, 12.8, dirichlet=True) < 1e-4
+
+
+def test_the_one_shot_re_estimation_resets_the_probes_own_statistics():
+    from attnas.supergraph.oneshot import recalibrate_batchnorm
+
+    x = torch.randn(4, *SHAPE, dtype=torch.float64)
+    with normalized_sink():
+        sg = _built(2)
+        sg.train()
+        for _ in range(3):
+            sg(torch.randn(4, *SHAPE, dtype=torch.float64))
+        assert int(sg._probe_bn.num_batches_tracked) == 3
+        recalibrate_batchnorm(sg, [(x, None)], batches=1)
+        stats = sg._probe_bn.running_mean.clone(), sg._probe_bn.running_var.clone()
+        assert int(sg._probe_bn.num_batches_tracked) == 1  # reset, then this one batch
+        sg.train()
+        with torch.no_grad():
+            sg._probe_bn.reset_running_stats()
+            sg._probe_bn.momentum = None
+            sg(x)  # the same batch: its statistics are what the re-estimation kept
+        torch.testing.assert_close(sg._probe_bn.running_mean, stats[0], rtol=0, atol=1e-12)
+        torch.testing.assert_close(sg._probe_bn.running_var, stats[1], rtol=0, atol=1e-12)
