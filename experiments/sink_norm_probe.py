@@ -35,7 +35,11 @@ Measured (10 seeds each, ``sink_norm_probe.md``, space rule paired with ``dirich
   lowest of any untempered search, with the cell +0.62 pp [-2.6, 3.7] (+5.7 pp [-1.1, 11.8]
   against ``dirichlet_lr0.1``, whose entropy is 0.904): the weights move and the cells do not
   get worse, but the goal's 0.7 is still missed;
-- ``sinknorm_lr0.1``: entropy 0.858, the cell -7.4 pp [-15.4, -0.4].
+- ``sinknorm_lr0.1``: entropy 0.858, the cell -7.4 pp [-15.4, -0.4];
+- ``dirichlet_sinknorm_lr0.1_oneshot_top10``: median percentile 94.1 [90.4, 97.6] (the demo's
+  ``dirichlet_oneshot_top10`` 93.4 [87.0, 98.8]), -1.2 pp [-4.8, 1.8] paired against it: its
+  10 best cells by inherited weights sit at a mean percentile of 87.4 (the demo's 88.5), so the
+  supergraph whose weights moved is not a better filter.
 
 Not built into the supergraph: no variant meets the entropy goal or places its cell higher.
 """
