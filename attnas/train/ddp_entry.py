@@ -45,8 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = init_distributed(args.backend)
     try:
         result = run_trial(spec)
-    finally:
-        cleanup_distributed()
+    except BaseException:
+        cleanup_distributed(synchronize=False)  # the peers may never reach a barrier
+        raise
+    cleanup_distributed()
     if info.is_main and args.result is not None:
         args.result.parent.mkdir(parents=True, exist_ok=True)
         args.result.write_text(json.dumps(result.to_dict(), indent=2))

@@ -92,7 +92,16 @@ def barrier() -> None:
         dist.barrier()
 
 
-def cleanup_distributed() -> None:
-    """Destroy the process group if one is running."""
+def cleanup_distributed(synchronize: bool = True) -> None:
+    """Destroy the process group if one is running.
+
+    Args:
+        synchronize: Wait at a barrier first, so that no process closes its connections while
+            a peer is still working (rank 0 writing its results) and every process tears down
+            together. False skips it, for a process leaving on an error, whose peers may never
+            reach the barrier.
+    """
     if dist.is_available() and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()

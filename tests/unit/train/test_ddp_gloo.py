@@ -37,21 +37,27 @@ class Clips(torch.utils.data.Dataset):
     def __getitem__(self, i):
         return self.x[i], int(self.y[i])
 
-info = init_distributed("gloo")
-out, batch = sys.argv[1], int(sys.argv[2])
-seed_everything(0)
-model = nn.Sequential(nn.Conv3d(3, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1),
-                      nn.Flatten(), nn.Linear(6, 3)).double()
-config = TrainConfig(epochs=2, batch_size=batch, lr=0.1, warmup_epochs=0.5, device="cpu",
-                     weight_decay=1e-3, grad_clip=5.0)
-initial = {k: v.clone() for k, v in model.state_dict().items()}
-trainer = Trainer(model, Clips(24, 1), Clips(10, 2), config, seed=3)
-history = trainer.fit()
-if info.is_main:
-    torch.save(initial, out + ".init.pt")
-    torch.save(model.state_dict(), out + ".pt")
-    json.dump(history, open(out + ".json", "w"))
+def main():
+    # as in run_trial: the trainer (and the DDP wrapper holding the process group) is gone
+    # before the group is destroyed, not left for the interpreter's exit to tear down
+    info = init_distributed("gloo")
+    out, batch = sys.argv[1], int(sys.argv[2])
+    seed_everything(0)
+    model = nn.Sequential(nn.Conv3d(3, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1),
+                          nn.Flatten(), nn.Linear(6, 3)).double()
+    config = TrainConfig(epochs=2, batch_size=batch, lr=0.1, warmup_epochs=0.5, device="cpu",
+                         weight_decay=1e-3, grad_clip=5.0)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = Trainer(model, Clips(24, 1), Clips(10, 2), config, seed=3)
+    history = trainer.fit()
+    if info.is_main:
+        torch.save(initial, out + ".init.pt")
+        torch.save(model.state_dict(), out + ".pt")
+        json.dump(history, open(out + ".json", "w"))
+
+main()
 cleanup_distributed()
+print("torn down", flush=True)
 """
 
 
@@ -88,9 +94,11 @@ def test_ddp_gloo_two_processes_equal_single_process(tmp_path: Path) -> None:
         )
         for r in range(2)
     ]
-    for p in procs:
-        _, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
+    for rank, p in enumerate(procs):
+        out, err = p.communicate(timeout=120)
+        # "torn down" on stdout tells a crash at the interpreter's exit from one before
+        assert p.returncode == 0, f"rank {rank} exited {p.returncode}:\n{out}\n{err}"
+        assert out.strip().endswith("torn down"), f"rank {rank}:\n{out}\n{err}"
     a = torch.load(tmp_path / "single.pt", weights_only=True)
     b = torch.load(tmp_path / "ddp.pt", weights_only=True)
     init = torch.load(tmp_path / "single.init.pt", weights_only=True)
