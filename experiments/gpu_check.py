@@ -883,8 +883,8 @@ def ddp_worker(rank: int, world: int, backend: str, port: int, out_dir: str) -> 
             record["trainer"] = _ddp_trainer_run(device, TrainConfig, Trainer)
     except Exception:
         record["error"] = traceback.format_exc()
-    finally:
-        cleanup_distributed()
+    finally:  # a rank that failed does not wait for peers that may never reach the barrier
+        cleanup_distributed(synchronize="error" not in record)
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(record))
 
 
