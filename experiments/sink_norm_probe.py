@@ -65,12 +65,17 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from attnas.supergraph import oneshot
 from attnas.supergraph.graph import SuperGraph
+from attnas.supergraph.oneshot import cell_nodes
+
+_PLAIN_INHERITED = oneshot.inherited_cell
 
 # probe variant -> the study variant whose search it runs with the normalised sink
 PROBES = {
@@ -86,6 +91,9 @@ PROBES = {
     "dirichlet_sinknorm_lr1": "dirichlet_lr0.1",
     # make demo's filter on the lowest lr whose median entropy meets the goal's 0.7
     "dirichlet_sinknorm_lr0.3_oneshot_top10": "dirichlet_oneshot_top10",
+    # the same two filters with the one-shot scores of cells that carry the normalisation
+    "dirichlet_sinknorm_lr0.1_oneshot_norm_top10": "dirichlet_oneshot_top10",
+    "dirichlet_sinknorm_lr0.3_oneshot_norm_top10": "dirichlet_oneshot_top10",
 }
 # what a probe changes in its base's search besides the sink
 OVERRIDES = {
@@ -93,7 +101,12 @@ OVERRIDES = {
     "dirichlet_sinknorm_lr0.3": {"arch_lr": 0.3},
     "dirichlet_sinknorm_lr1": {"arch_lr": 1.0},
     "dirichlet_sinknorm_lr0.3_oneshot_top10": {"arch_lr": 0.3, "arch_weight_decay": 0.0},
+    "dirichlet_sinknorm_lr0.1_oneshot_norm_top10": {"arch_lr": 0.1, "arch_weight_decay": 0.0},
+    "dirichlet_sinknorm_lr0.3_oneshot_norm_top10": {"arch_lr": 0.3, "arch_weight_decay": 0.0},
 }
+# probes whose one-shot scoring ran on plain inherited cells (without the normalisation), kept
+# so as measured: the cells they scored compute what the supergraph restricted to them does not
+PLAIN_CELLS = {"dirichlet_sinknorm_lr0.1_oneshot_top10", "dirichlet_sinknorm_lr0.3_oneshot_top10"}
 # what a probe is paired with besides ``dirichlet``, where that is not its base
 PAIRED = {
     "dirichlet_sinknorm_lr0.3": "dirichlet_sinknorm_lr0.1",
@@ -117,25 +130,61 @@ def _normalized_forward(self: SuperGraph, x: torch.Tensor) -> torch.Tensor:
     return x + self.out_norm(y.permute(0, 4, 1, 2, 3))
 
 
+def _normalized_inherited_cell(supergraph: SuperGraph, cell: Any) -> nn.Module:
+    """``oneshot.inherited_cell`` of a normalised supergraph: the cell's sink input is
+    normalised as the supergraph's is (an affine-free BatchNorm over the chosen nodes' channels,
+    their running statistics inherited) and each inherited kernel is brought to its node's
+    initial norm, so that the cell computes what the supergraph restricted to it computes, in
+    training and in evaluation, and the one-shot scoring's re-estimation resets that BatchNorm
+    too. Plain supergraphs get ``inherited_cell`` itself."""
+    result = _PLAIN_INHERITED(supergraph, cell)
+    if not hasattr(supergraph, "_probe_bn"):
+        return result
+    n, c_op = len(supergraph.node_types), supergraph.op_channels
+    nodes = cell_nodes(supergraph.arch_weights, cell)
+    index = [(lv - 1) * n + j for lv, j in (nodes[o - 1] for o in cell.outputs)]
+    channels = torch.cat([torch.arange(i * c_op, (i + 1) * c_op) for i in index])
+    source = supergraph._probe_bn
+    norm = nn.BatchNorm3d(len(channels), eps=source.eps, momentum=source.momentum, affine=False)
+    ref = next(supergraph.parameters())
+    norm.to(device=ref.device, dtype=ref.dtype)
+    conv = result.out_conv
+    with torch.no_grad():
+        norm.running_mean.copy_(source.running_mean[channels])
+        norm.running_var.copy_(source.running_var[channels])
+        norm.num_batches_tracked.copy_(source.num_batches_tracked)
+        for block, i in enumerate(index):
+            kernel = supergraph.sink_convs[i].weight
+            columns = slice(block * c_op, (block + 1) * c_op)
+            conv.weight[:, columns] *= supergraph._probe_norm[i] / kernel.square().sum().sqrt()
+    result.out_conv = nn.Sequential(norm, conv).train(result.training)
+    return result
+
+
 @contextmanager
-def normalized_sink() -> Iterator[None]:
-    """Every ``SuperGraph`` built inside the block has the probe's normalised sink."""
+def normalized_sink(cells: bool = True) -> Iterator[None]:
+    """Every ``SuperGraph`` built inside the block has the probe's normalised sink, and with
+    ``cells`` the one-shot scoring's inherited cells carry it (``_normalized_inherited_cell``;
+    False: plain inherited cells, as ``PLAIN_CELLS`` ran)."""
     init, forward = SuperGraph.__init__, SuperGraph._forward_fused
 
     def probe_init(self: SuperGraph, *args, **kwargs) -> None:
         init(self, *args, **kwargs)
         mn, c_op, c = self.levels * len(self.node_types), self.op_channels, self.channels
-        # a BatchNorm module, so that the one-shot scoring's re-estimation (which resets every
-        # BatchNorm that trains) re-estimates these statistics for each restricted cell too
+        # a BatchNorm module: a supergraph restricted in place has its statistics re-estimated
+        # by the one-shot scoring, and an inherited cell takes its channels' (above)
         self._probe_bn = nn.BatchNorm1d(mn * c_op, affine=False)
         kernels = torch.cat([conv.weight for conv in self.sink_convs], dim=1).view(c, mn, c_op)
         self.register_buffer("_probe_norm", kernels.detach().square().sum(dim=(0, 2)).sqrt())
 
     SuperGraph.__init__, SuperGraph._forward_fused = probe_init, _normalized_forward
+    if cells:
+        oneshot.inherited_cell = _normalized_inherited_cell  # what cell_in_place calls
     try:
         yield
     finally:
         SuperGraph.__init__, SuperGraph._forward_fused = init, forward
+        oneshot.inherited_cell = _PLAIN_INHERITED
 
 
 def entropy_floor(nodes: int, spread: float, dirichlet: bool = False) -> float:
@@ -182,9 +231,12 @@ def main() -> None:
             study.ALSO_AGAINST[probe] = PAIRED.get(probe, PROBES[probe])
     argv = [sys.argv[0], "--seeds", args.seeds, "--work", args.work, "--out", args.out]
     if not args.summary_only:  # the probes' runs only: the bases' are the study's own
-        sys.argv = [*argv, "--variants", ",".join(probes)]
-        with normalized_sink():
-            study.main()
+        for plain in (True, False):
+            group = [p for p in probes if (p in PLAIN_CELLS) == plain]
+            if group:
+                sys.argv = [*argv, "--variants", ",".join(group)]
+                with normalized_sink(cells=not plain):
+                    study.main()
     bases = [study.REFERENCE, *(PROBES[p] for p in probes), *(PAIRED.get(p, "") for p in probes)]
     shown = [*dict.fromkeys(v for v in bases if v and v not in probes), *probes]
     sys.argv = [*argv, "--variants", ",".join(shown), "--summary-only"]

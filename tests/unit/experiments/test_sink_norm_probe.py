@@ -107,3 +107,52 @@ def test_the_one_shot_re_estimation_resets_the_probes_own_statistics():
             sg(x)  # the same batch: its statistics are what the re-estimation kept
         torch.testing.assert_close(sg._probe_bn.running_mean, stats[0], rtol=0, atol=1e-12)
         torch.testing.assert_close(sg._probe_bn.running_var, stats[1], rtol=0, atol=1e-12)
+
+
+def test_inside_the_probe_an_inherited_cell_computes_what_the_restricted_supergraph_does():
+    """The one-shot scoring swaps in ``inherited_cell``s: inside the probe they carry the
+    normalised sink, so a cell is scored as the normalised supergraph restricted to it computes
+    it (training and evaluation mode); the plain inherited cell computes something else."""
+    from attnas.space import CellSpec, OpNode, OpSpec
+    from attnas.supergraph import oneshot
+    from attnas.supergraph.oneshot import restricted_weights
+
+    join = CellSpec(
+        (
+            OpNode(OpSpec("map", "spatial", "softmax"), (0,)),
+            OpNode(OpSpec("dot", "temporal", "none"), (0,)),
+            OpNode(OpSpec("dot", "spatial", "sigmoid"), (1, 2)),
+        ),
+        (1, 3),
+    )
+    plain_inherited = oneshot.inherited_cell
+    x = torch.randn(4, *SHAPE, dtype=torch.float64)
+    with normalized_sink():
+        sg = _built(2)
+        with torch.no_grad():
+            sg.arch_weights.w_level.normal_()
+            sg.arch_weights.w_act.normal_()
+            for conv in sg.sink_convs:  # kernels away from their initial norms
+                conv.weight.mul_(0.5 + torch.rand(()))
+            for _ in range(3):  # running statistics away from their start
+                sg(torch.randn(4, *SHAPE, dtype=torch.float64))
+        restricted = SuperGraph(
+            2, NODES6, 16, 4, SHAPE, [ACTS4] * 6,
+            arch_weights=restricted_weights(sg.arch_weights, join),
+        ).double()  # fmt: skip
+        restricted.load_state_dict(sg.state_dict())
+        cell = oneshot.inherited_cell(sg, join)
+        for train in (False, True):
+            for module in (sg, restricted, cell):
+                module.train(train)
+            with torch.no_grad():
+                y_sg, y_cell, y_full = restricted(x), cell(x), sg(x)
+            assert (y_full - y_cell).abs().max() > 1e-3  # the restriction changed something
+            torch.testing.assert_close(y_cell, y_sg, rtol=0, atol=1e-10)
+        plain = plain_inherited(sg, join).eval()
+        restricted.eval()
+        with torch.no_grad():
+            assert (plain(x) - restricted(x)).abs().max() > 1e-3
+    assert oneshot.inherited_cell is plain_inherited  # restored on leaving the probe
+    with normalized_sink(cells=False):  # as PLAIN_CELLS ran
+        assert oneshot.inherited_cell is plain_inherited
