@@ -28,8 +28,11 @@ above 0.698 under the softmax (``entropy_floor``);
 ``dirichlet_sinknorm_lr0.3`` and ``dirichlet_sinknorm_lr1`` continue ``dirichlet_sinknorm_lr0.1``
 up the learning rate in half-decade steps, a dose-response reported whole, each point paired
 with the one below it (``PAIRED``); ``dirichlet_sinknorm_lr0.3_oneshot_top10`` is the demo's
-filter on the lowest of them whose median entropy is at most 0.7. The summary pairs each with
-``dirichlet`` and with its base or ``PAIRED`` partner, seed by seed.
+filter on the lowest of them whose median entropy is at most 0.7. Those two filters scored
+their candidates as plain inherited cells (``PLAIN_CELLS``), which lack the normalisation and so
+compute what the restricted supergraph does not; ``*_oneshot_norm_top10`` score cells that
+carry it (``_normalized_inherited_cell``). The summary pairs each with ``dirichlet`` and with
+its base or ``PAIRED`` partner, seed by seed.
 
 Measured (10 seeds each, ``sink_norm_probe.md``, space rule paired with ``dirichlet``):
 
@@ -52,9 +55,17 @@ Measured (10 seeds each, ``sink_norm_probe.md``, space rule paired with ``dirich
   for the table's better cells. Per-seed values are not reproducible across machines at these
   rates (seed 0 at lr 0.1 rerun here: entropy 0.828 against the committed 0.785, the same in three
   runs here, one with the probe's code at the committed run's commit), so the seeds are
-  independent draws and a pairing across machines is loose.
+  independent draws and a pairing across machines is loose;
+- the demo's filter on the lr-0.3 supergraph: scoring plain cells, median percentile 95.4
+  [93.0, 99.4], +0.39 pp [-1.96, 2.66] against the demo's filter, +2.3 pp [-0.3, 4.4] against
+  non-local, stable in 9 of 10; scoring normalised cells (the consistent filter), 91.4 [82.4,
+  96.9], -2.38 pp [-6.49, 1.43] against the demo's, -0.4 pp [-4.3, 3.0] against non-local,
+  stable in 9 of 10; both with the sink at 0.632 of uniform.
 
-Not built into the supergraph: no variant meets the entropy goal or places its cell higher.
+Not built into the supergraph: the one configuration that meets the entropy goal with cells
+at the goal's percentile (lr 0.3 with the demo's filter) places them no higher than the demo,
+its lr was read off a sweep on the seeds that judge it, and with consistent scoring it is not
+better than non-local in mean.
 """
 
 from __future__ import annotations
