@@ -267,7 +267,11 @@ PROBE_NOTE = (
     f"0.01 in 128 steps, the sink's entropy cannot go below {entropy_floor(12, 1.28):.3f} of "
     f"uniform with the softmax, {entropy_floor(12, 1.28, dirichlet=True):.3f} with Dirichlet "
     "mixing); "
-    "the derived cells are trained and placed as in the study."
+    "`dirichlet_sinknorm_lr0.3` and `dirichlet_sinknorm_lr1` raise the lr of "
+    "`dirichlet_sinknorm_lr0.1`, each paired with the lr below it; the `*_oneshot_top10` "
+    "probes are `make demo`'s filter on those supergraphs, scoring plain inherited cells "
+    "(which lack the normalisation), the `*_oneshot_norm_top10` ones scoring cells that carry "
+    "it; the derived cells are trained and placed as in the study."
 )
 
 
