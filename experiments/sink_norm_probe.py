@@ -133,12 +133,23 @@ def _normalized_forward(self: SuperGraph, x: torch.Tensor) -> torch.Tensor:
     b, (c, t, h, w), c_op, mn = x.shape[0], self.shape, self.op_channels, len(sink_p)
     flat = nodes.view(mn, -1, c_op).transpose(0, 1).reshape(-1, mn * c_op)
     flat = self._probe_bn(flat)  # (B*T*H*W, m*n*C_op)
-    weight = torch.cat([conv.weight for conv in self.sink_convs], dim=1).view(c, mn, c_op)
-    scale = sink_p * self._probe_norm / weight.square().sum(dim=(0, 2)).sqrt()  # (m*n,)
+    weight = _sink_kernels(self)  # (C, m*n, C_op)
+    scale = sink_p * _to_initial_norm(self, weight)  # (m*n,)
     weight = (weight * scale[None, :, None]).view(c, mn * c_op)
     bias = sink_p @ torch.stack([conv.bias for conv in self.sink_convs])
     y = F.linear(flat, weight, bias).view(b, t, h, w, c)
     return x + self.out_norm(y.permute(0, 4, 1, 2, 3))
+
+
+def _sink_kernels(supergraph: SuperGraph) -> torch.Tensor:
+    """Every node's sink kernel side by side: ``(C, m*n, C_op)``."""
+    kernels = torch.cat([conv.weight for conv in supergraph.sink_convs], dim=1)
+    return kernels.view(supergraph.channels, -1, supergraph.op_channels)
+
+
+def _to_initial_norm(supergraph: SuperGraph, kernels: torch.Tensor) -> torch.Tensor:
+    """``g_k / ‖W_k‖`` of every node k (``(m*n,)``): what brings each kernel to its initial norm."""
+    return supergraph._probe_norm / kernels.square().sum(dim=(0, 2)).sqrt()
 
 
 def _normalized_inherited_cell(supergraph: SuperGraph, cell: Any) -> nn.Module:
@@ -164,10 +175,8 @@ def _normalized_inherited_cell(supergraph: SuperGraph, cell: Any) -> nn.Module:
         norm.running_mean.copy_(source.running_mean[channels])
         norm.running_var.copy_(source.running_var[channels])
         norm.num_batches_tracked.copy_(source.num_batches_tracked)
-        for block, i in enumerate(index):
-            kernel = supergraph.sink_convs[i].weight
-            columns = slice(block * c_op, (block + 1) * c_op)
-            conv.weight[:, columns] *= supergraph._probe_norm[i] / kernel.square().sum().sqrt()
+        scale = _to_initial_norm(supergraph, _sink_kernels(supergraph))[index]  # (|outputs|,)
+        conv.weight.mul_(scale.repeat_interleave(c_op)[None, :, None, None, None])
     result.out_conv = nn.Sequential(norm, conv).train(result.training)
     return result
 
@@ -181,12 +190,12 @@ def normalized_sink(cells: bool = True) -> Iterator[None]:
 
     def probe_init(self: SuperGraph, *args, **kwargs) -> None:
         init(self, *args, **kwargs)
-        mn, c_op, c = self.levels * len(self.node_types), self.op_channels, self.channels
+        mn, c_op = self.levels * len(self.node_types), self.op_channels
         # a BatchNorm module: a supergraph restricted in place has its statistics re-estimated
         # by the one-shot scoring, and an inherited cell takes its channels' (above)
         self._probe_bn = nn.BatchNorm1d(mn * c_op, affine=False)
-        kernels = torch.cat([conv.weight for conv in self.sink_convs], dim=1).view(c, mn, c_op)
-        self.register_buffer("_probe_norm", kernels.detach().square().sum(dim=(0, 2)).sqrt())
+        kernels = _sink_kernels(self).detach()
+        self.register_buffer("_probe_norm", kernels.square().sum(dim=(0, 2)).sqrt())
 
     SuperGraph.__init__, SuperGraph._forward_fused = probe_init, _normalized_forward
     if cells:
@@ -237,9 +246,10 @@ def main() -> None:
     study.restore_runs(Path(args.out).with_suffix(".json"), Path(args.work))
     for probe in PROBES:  # every probe, so that any can be another's pairing
         study.VARIANTS[probe] = {**study.VARIANTS[PROBES[probe]], **OVERRIDES.get(probe, {})}
-    for probe in probes:
-        if PAIRED.get(probe, PROBES[probe]) != study.REFERENCE:
-            study.ALSO_AGAINST[probe] = PAIRED.get(probe, PROBES[probe])
+    partners = {p: PAIRED.get(p, PROBES[p]) for p in probes}
+    for probe, partner in partners.items():
+        if partner != study.REFERENCE:
+            study.ALSO_AGAINST[probe] = partner
     argv = [sys.argv[0], "--seeds", args.seeds, "--work", args.work, "--out", args.out]
     if not args.summary_only:  # the probes' runs only: the bases' are the study's own
         for plain in (True, False):
@@ -248,8 +258,8 @@ def main() -> None:
                 sys.argv = [*argv, "--variants", ",".join(group)]
                 with normalized_sink(cells=not plain):
                     study.main()
-    bases = [study.REFERENCE, *(PROBES[p] for p in probes), *(PAIRED.get(p, "") for p in probes)]
-    shown = [*dict.fromkeys(v for v in bases if v and v not in probes), *probes]
+    bases = [study.REFERENCE, *(PROBES[p] for p in probes), *partners.values()]
+    shown = [*dict.fromkeys(v for v in bases if v not in probes), *probes]
     sys.argv = [*argv, "--variants", ",".join(shown), "--summary-only"]
     study.main()
     md = Path(args.out).with_suffix(".md")
